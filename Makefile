@@ -1,0 +1,23 @@
+# The two commands of the README: `make run` and `make test`. Both set everything up first.
+CARGO_TARGET_DIR ?= target
+BIN := $(CARGO_TARGET_DIR)/release/dartmouth
+
+.PHONY: setup run test lint models
+
+setup:
+	scripts/setup.sh
+
+## Set everything up, then run the gateway with the browser demo on http://127.0.0.1:8080/
+run: setup
+	$(BIN) serve
+
+## Set everything up, then check formatting and lints and run every test.
+test: setup lint
+	cargo test --release --locked --workspace
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+models:
+	$(BIN) models fetch

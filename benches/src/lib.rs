@@ -1,0 +1,4 @@
+//! # dartmouth-benches
+//!
+//! Micro-benchmarks of hot paths and the load/latency harness behind `dartmouth bench <suite>`.
+//! Results print as tables compared in one run against a baseline, never as timed assertions.

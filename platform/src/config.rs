@@ -1,0 +1,135 @@
+//! [`PlatformConfig`]: every knob of the sidecar, with documented defaults.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// Configuration of the platform sidecar (the `[platform]` section of `dartmouth.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PlatformConfig {
+    /// Where the SQLite file, stored files and generated secrets live. Default `./dartmouth-data/platform`.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; `None` → SQLite file `platform.db` under `data_dir` (WAL).
+    pub database_url: Option<String>,
+    /// PostgreSQL only: a schema to create and use (search_path) instead of `public`.
+    pub database_schema: Option<String>,
+    /// Maximum pooled database connections. Default 8.
+    pub database_max_connections: u32,
+    /// HMAC secret for access tokens; `None` → generated once and kept in `data_dir/secrets.json`.
+    pub jwt_secret: Option<String>,
+    /// `iss` of access tokens. Default `dartmouth-platform`.
+    pub jwt_issuer: String,
+    /// `aud` of access tokens. Default `dartmouth`.
+    pub jwt_audience: String,
+    /// Access-token lifetime in seconds. Default 3600 (1 h).
+    pub access_token_ttl_secs: u64,
+    /// Refresh-token lifetime in seconds. Default 604800 (7 d).
+    pub refresh_token_ttl_secs: u64,
+    /// Secret for gateway room tokens; `None` → generated and kept in `data_dir/secrets.json`.
+    pub room_token_secret: Option<String>,
+    /// Room-token lifetime in seconds. Default 3600.
+    pub room_token_ttl_secs: u64,
+    /// Argon2 memory cost in KiB. Default 19456 (OWASP); tests lower it.
+    pub argon2_memory_kib: u32,
+    /// Argon2 iterations. Default 2.
+    pub argon2_iterations: u32,
+    /// Whether `POST /v1/auth/register` is open (creates `user` accounts). Default true.
+    pub allow_registration: bool,
+    /// An admin account created at startup when no user exists yet.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// Maximum JSON request body in bytes. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Maximum uploaded file in bytes. Default 25 MiB.
+    pub max_upload_bytes: usize,
+    /// Accepted upload content types (prefix match). Default audio/, image/, text/, PDF, JSON, octet-stream.
+    pub upload_content_types: Vec<String>,
+    /// Default lifetime of signed file URLs in seconds. Default 900.
+    pub signed_url_ttl_secs: u64,
+    /// Origins allowed by CORS. Default the demo's `http://127.0.0.1:8080` and `http://localhost:8080`.
+    pub cors_origins: Vec<String>,
+    /// Rate-limit quotas.
+    pub rate_limits: RateLimitConfig,
+    /// Redact emails, phone and card numbers from strings stored in `redact_collections`. Default true.
+    pub redact_pii: bool,
+    /// Collections whose string values are redacted when `redact_pii` is on. Default `["transcripts"]`.
+    pub redact_collections: Vec<String>,
+}
+
+/// The admin account created at first start.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BootstrapAdmin {
+    /// Login email.
+    pub email: String,
+    /// Initial password.
+    pub password: String,
+}
+
+/// Quotas for the rate limiter, per API key / user / IP and route group.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Turn rate limiting off entirely (benchmarks). Default true (on).
+    pub enabled: bool,
+    /// Sustained requests per second for the general API group. Default 50.
+    pub api_per_second: u32,
+    /// Burst size for the general API group. Default 100.
+    pub api_burst: u32,
+    /// Sustained requests per minute for login/register/refresh. Default 30.
+    pub auth_per_minute: u32,
+    /// Burst size for login/register/refresh. Default 10.
+    pub auth_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            api_per_second: 50,
+            api_burst: 100,
+            auth_per_minute: 30,
+            auth_burst: 10,
+        }
+    }
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("dartmouth-data/platform"),
+            database_url: None,
+            database_schema: None,
+            database_max_connections: 8,
+            jwt_secret: None,
+            jwt_issuer: "dartmouth-platform".into(),
+            jwt_audience: "dartmouth".into(),
+            access_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            room_token_secret: None,
+            room_token_ttl_secs: 3600,
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+            allow_registration: true,
+            bootstrap_admin: None,
+            max_body_bytes: 1024 * 1024,
+            max_upload_bytes: 25 * 1024 * 1024,
+            upload_content_types: [
+                "audio/",
+                "image/",
+                "text/",
+                "application/pdf",
+                "application/json",
+                "application/octet-stream",
+            ]
+            .map(String::from)
+            .to_vec(),
+            signed_url_ttl_secs: 900,
+            cors_origins: vec![
+                "http://127.0.0.1:8080".into(),
+                "http://localhost:8080".into(),
+            ],
+            rate_limits: RateLimitConfig::default(),
+            redact_pii: true,
+            redact_collections: vec!["transcripts".into()],
+        }
+    }
+}

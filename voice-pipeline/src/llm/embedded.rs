@@ -1,0 +1,574 @@
+//! SmolLM2-135M-Instruct from GGUF on candle's quantized llama, streaming tokens.
+//!
+//! Loading reads the GGUF the `models` crate provisions, builds the tokenizer from its metadata
+//! (with SmolLM2's real pre-tokenizer: individual digits, then byte-level BPE without a prefix
+//! space) and re-quantises the Q4_1 weights to Q8_0: candle's Q4_1 kernels are slow and garble
+//! this model's output, Q8_0 is both faster and faithful. Generation formats the conversation
+//! with the ChatML template, streams text pieces (whole UTF-8 characters only) to a callback and
+//! stops at `<|im_end|>`, at the token limit, or when the callback breaks (barge-in).
+//!
+//! ```no_run
+//! use std::ops::ControlFlow;
+//! use dartmouth_models::ModelStore;
+//! use dartmouth_voice::llm::{ChatMessage, EmbeddedLlm, LlmOptions};
+//!
+//! let mut llm = EmbeddedLlm::load(&ModelStore::from_env(), LlmOptions::default())?;
+//! let messages = [ChatMessage::system("Answer in one sentence."), ChatMessage::user("Hi!")];
+//! let stats = llm.generate(&messages, 64, &mut |piece| {
+//!     print!("{piece}");
+//!     ControlFlow::Continue(())
+//! })?;
+//! println!("\n{} tokens in {:?}", stats.generated_tokens, stats.total);
+//! # Ok::<(), dartmouth_voice::llm::LlmError>(())
+//! ```
+//!
+//! Threads: candle's CPU kernels run on one process-wide pool sized by `CANDLE_NUM_THREADS`
+//! (else `RAYON_NUM_THREADS`, else the physical cores), fixed when the first model runs; it is
+//! not a per-model option.
+
+use std::fs::File;
+use std::io::{BufReader, Cursor};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use dartmouth_models::{Asset, ModelStore};
+use tokenizers::Tokenizer;
+
+pub use super::chat::{ChatMessage, Role};
+use super::chat::{IM_END, IM_START, with_default_system};
+use super::gguf::{build_tokenizer, requantise};
+use super::stream::{TokenBytes, Utf8Stream};
+
+/// What can go wrong while loading or running the embedded LLM.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LlmError {
+    /// The model file is not provisioned.
+    #[error(transparent)]
+    Model(#[from] dartmouth_models::Error),
+    /// The model file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a GGUF llama model this loader understands.
+    #[error("GGUF model {path}: {reason}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The tokenizer could not be built or failed on a text.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// An option is out of range.
+    #[error("invalid LLM option: {0}")]
+    InvalidOption(String),
+    /// `generate` was called without messages.
+    #[error("the conversation has no messages")]
+    EmptyConversation,
+    /// The model failed while running.
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+}
+
+/// How the embedded model samples and how much context it keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmOptions {
+    /// Sampling temperature; 0 picks the most likely token (greedy, deterministic).
+    pub temperature: f64,
+    /// Nucleus sampling threshold when sampling with a temperature; `None` samples from all.
+    pub top_p: Option<f64>,
+    /// Seed of the sampler; every `generate` call restarts from it.
+    pub seed: u64,
+    /// Penalty on tokens the answer already used (1.0 turns it off).
+    pub repeat_penalty: f32,
+    /// How many of the latest generated tokens the repeat penalty looks at.
+    pub repeat_last_n: usize,
+    /// Prompt plus answer, in tokens (at most 4096, candle's rotary table).
+    pub context_limit: usize,
+}
+
+impl Default for LlmOptions {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: None,
+            seed: 299_792_458,
+            repeat_penalty: 1.1,
+            repeat_last_n: 64,
+            context_limit: 2048,
+        }
+    }
+}
+
+impl LlmOptions {
+    fn validate(&self) -> Result<(), LlmError> {
+        let bad = |what: String| Err(LlmError::InvalidOption(what));
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(format!("temperature {} must be ≥ 0", self.temperature));
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return bad(format!("top_p {p} must be in (0, 1]"));
+        }
+        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
+            return bad(format!("repeat_penalty {} must be > 0", self.repeat_penalty));
+        }
+        if !(MIN_CONTEXT..=MAX_SEQ_LEN).contains(&self.context_limit) {
+            return bad(format!(
+                "context_limit {} must be in {MIN_CONTEXT}..={MAX_SEQ_LEN}",
+                self.context_limit
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The smallest context that holds a system prompt, a question and an answer.
+const MIN_CONTEXT: usize = 64;
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model closed its turn (`<|im_end|>` or end of text).
+    EndOfTurn,
+    /// `max_tokens` tokens were generated.
+    MaxTokens,
+    /// Prompt plus answer reached `context_limit`.
+    ContextFull,
+    /// The callback returned `ControlFlow::Break`.
+    Cancelled,
+}
+
+/// Measurements of one `generate` call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationStats {
+    /// Tokens of the prompt the model read (after fitting it into the context).
+    pub prompt_tokens: usize,
+    /// Tokens the model produced, the end-of-turn token excluded.
+    pub generated_tokens: usize,
+    /// Older messages left out to fit the context.
+    pub dropped_messages: usize,
+    /// From the call to the first sampled token (`None` when `max_tokens` is 0).
+    pub time_to_first_token: Option<Duration>,
+    /// The whole call.
+    pub total: Duration,
+    /// Why generation ended.
+    pub stop: StopReason,
+}
+
+impl GenerationStats {
+    /// Decoding speed after the first token, in tokens per second (0 without a second token).
+    pub fn tokens_per_second(&self) -> f64 {
+        let Some(first) = self.time_to_first_token else {
+            return 0.0;
+        };
+        let decode = self.total.saturating_sub(first).as_secs_f64();
+        if self.generated_tokens < 2 || decode <= 0.0 {
+            return 0.0;
+        }
+        (self.generated_tokens - 1) as f64 / decode
+    }
+}
+
+/// A prompt fitted into the context window.
+struct Prompt {
+    ids: Vec<u32>,
+    dropped_messages: usize,
+}
+
+/// Which end of a message survives when it alone is too long.
+#[derive(Clone, Copy)]
+enum Keep {
+    Head,
+    Tail,
+}
+
+/// SmolLM2-135M-Instruct on the CPU, re-quantised to Q8_0.
+///
+/// One instance holds one conversation's worth of attention cache and is driven from one thread
+/// (the pipeline's model thread); it is `Send`.
+pub struct EmbeddedLlm {
+    model: ModelWeights,
+    tokenizer: Tokenizer,
+    plain: Tokenizer,
+    bytes: TokenBytes,
+    stop_ids: Vec<u32>,
+    im_start: u32,
+    im_end: u32,
+    newline: Vec<u32>,
+    options: LlmOptions,
+    device: Device,
+}
+
+impl std::fmt::Debug for EmbeddedLlm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLlm")
+            .field("options", &self.options)
+            .field("stop_ids", &self.stop_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedLlm {
+    /// Loads SmolLM2 from the model store (`dartmouth models fetch` provisions it).
+    pub fn load(store: &ModelStore, options: LlmOptions) -> Result<Self, LlmError> {
+        let path = store.require(Asset::SmolLm2)?;
+        Self::load_file(&path, options)
+    }
+
+    /// Loads a llama-architecture chat model (ChatML, byte-level BPE) from a GGUF file.
+    pub fn load_file(path: &Path, options: LlmOptions) -> Result<Self, LlmError> {
+        options.validate()?;
+        let io = |source| LlmError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let format = |e: candle_core::Error| LlmError::Format {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        };
+        let device = Device::Cpu;
+        let mut file = BufReader::new(File::open(path).map_err(io)?);
+        let content = gguf_file::Content::read(&mut file).map_err(format)?;
+        let (tokenizer, bytes) = build_tokenizer(&content)?;
+
+        let requantised = requantise(&content, &mut file, &device).map_err(format)?;
+        drop(file);
+        let mut reader = Cursor::new(requantised);
+        let content = gguf_file::Content::read(&mut reader).map_err(format)?;
+        let model = ModelWeights::from_gguf(content, &mut reader, &device).map_err(format)?;
+
+        let id = |token: &str| {
+            tokenizer
+                .token_to_id(token)
+                .ok_or_else(|| LlmError::Tokenizer(format!("the vocabulary has no {token}")))
+        };
+        let im_start = id(IM_START)?;
+        let im_end = id(IM_END)?;
+        let mut stop_ids = vec![im_end];
+        stop_ids.extend(tokenizer.token_to_id("<|endoftext|>"));
+        let mut plain = tokenizer.clone();
+        plain.set_encode_special_tokens(true);
+        let mut llm = Self {
+            model,
+            tokenizer,
+            plain,
+            bytes,
+            stop_ids,
+            im_start,
+            im_end,
+            newline: Vec::new(),
+            options,
+            device,
+        };
+        llm.newline = llm.encode_plain("\n")?;
+        Ok(llm)
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &LlmOptions {
+        &self.options
+    }
+
+    /// Changes sampling and context options for the next `generate` calls.
+    pub fn set_options(&mut self, options: LlmOptions) -> Result<(), LlmError> {
+        options.validate()?;
+        self.options = options;
+        Ok(())
+    }
+
+    /// The tokenizer (special tokens such as `<|im_start|>` are recognised in text).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The token ids the model reads for `messages` when asked for up to `max_tokens`: the
+    /// ChatML rendering (see [`super::chat::render_chatml`]), fitted into the context.
+    ///
+    /// Fitting: the prompt may use `context_limit` minus room for the answer
+    /// (`max_tokens`, at most half the context). When the conversation is longer, the first
+    /// message (the system prompt, or the template's default one) is kept, and then the most
+    /// recent messages, whole, as many as fit; older ones are dropped. A system prompt longer
+    /// than half the budget keeps only its beginning, and a latest message that does not fit
+    /// on its own keeps only its end. Message text is tokenised as plain text, so a user
+    /// typing `<|im_end|>` cannot forge a turn.
+    pub fn prompt_tokens(
+        &self,
+        messages: &[ChatMessage],
+        max_tokens: usize,
+    ) -> Result<Vec<u32>, LlmError> {
+        Ok(self.fit_prompt(messages, max_tokens)?.ids)
+    }
+
+    fn fit_prompt(&self, messages: &[ChatMessage], max_tokens: usize) -> Result<Prompt, LlmError> {
+        let messages = with_default_system(messages);
+        let Some((first, rest)) = messages.split_first() else {
+            return Err(LlmError::EmptyConversation);
+        };
+        let mut tail = vec![self.im_start];
+        tail.extend(self.encode_plain("assistant\n")?);
+
+        let limit = self.options.context_limit;
+        let reserve = max_tokens.clamp(1, limit / 2);
+        let budget = limit.saturating_sub(reserve + tail.len());
+
+        let (pinned, rest): (Option<&ChatMessage>, &[ChatMessage]) = if first.role == Role::System {
+            (Some(first), rest)
+        } else {
+            (None, &messages[..])
+        };
+        let mut head = match pinned {
+            Some(m) => self.message_tokens(m)?,
+            None => Vec::new(),
+        };
+        let bodies = rest
+            .iter()
+            .map(|m| self.message_tokens(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = head.len() + bodies.iter().map(Vec::len).sum::<usize>();
+        let mut kept = bodies.len();
+        let mut last_cut = None;
+        if total > budget {
+            if let Some(m) = pinned
+                && head.len() > budget / 2
+            {
+                head = self.truncated_message(m, budget / 2, Keep::Head)?;
+            }
+            let room = budget.saturating_sub(head.len());
+            kept = newest_that_fit(bodies.iter().map(Vec::len), room);
+            if kept == 0
+                && let Some(m) = rest.last()
+            {
+                last_cut = Some(self.truncated_message(m, room, Keep::Tail)?);
+                kept = 1;
+            }
+        }
+        let mut ids = head;
+        match last_cut {
+            Some(cut) => ids.extend(cut),
+            None => bodies[bodies.len() - kept..]
+                .iter()
+                .for_each(|b| ids.extend(b)),
+        }
+        ids.extend(tail);
+        Ok(Prompt {
+            ids,
+            dropped_messages: bodies.len() - kept,
+        })
+    }
+
+    /// `<|im_start|>{role}\n{content}<|im_end|>\n` as ids.
+    fn message_tokens(&self, m: &ChatMessage) -> Result<Vec<u32>, LlmError> {
+        let mut ids = vec![self.im_start];
+        ids.extend(self.encode_plain(&format!("{}\n{}", m.role, m.content))?);
+        ids.push(self.im_end);
+        ids.extend(&self.newline);
+        Ok(ids)
+    }
+
+    /// A message cut to at most `max_len` ids, keeping one end of its content.
+    fn truncated_message(
+        &self,
+        m: &ChatMessage,
+        max_len: usize,
+        keep: Keep,
+    ) -> Result<Vec<u32>, LlmError> {
+        let mut ids = vec![self.im_start];
+        ids.extend(self.encode_plain(&format!("{}\n", m.role))?);
+        let content = self.encode_plain(&m.content)?;
+        let room = max_len.saturating_sub(ids.len() + 1 + self.newline.len());
+        let n = content.len().min(room);
+        match keep {
+            Keep::Head => ids.extend(&content[..n]),
+            Keep::Tail => ids.extend(&content[content.len() - n..]),
+        }
+        ids.push(self.im_end);
+        ids.extend(&self.newline);
+        Ok(ids)
+    }
+
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        let encoding = self
+            .plain
+            .encode_fast(text, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Answers the conversation as the assistant, calling `on_token` with each new piece of
+    /// text (whole UTF-8 characters) as it decodes.
+    ///
+    /// Stops at the end of the assistant's turn, after `max_tokens` tokens, when the context is
+    /// full, or as soon as `on_token` returns `ControlFlow::Break` (no further token is
+    /// computed). Each call starts from a fresh attention cache.
+    pub fn generate(
+        &mut self,
+        messages: &[ChatMessage],
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerationStats, LlmError> {
+        let start = Instant::now();
+        let prompt = self.fit_prompt(messages, max_tokens)?;
+        let mut stats = GenerationStats {
+            prompt_tokens: prompt.ids.len(),
+            generated_tokens: 0,
+            dropped_messages: prompt.dropped_messages,
+            time_to_first_token: None,
+            total: Duration::ZERO,
+            stop: StopReason::MaxTokens,
+        };
+        if max_tokens == 0 {
+            stats.total = start.elapsed();
+            return Ok(stats);
+        }
+        if prompt.dropped_messages > 0 {
+            tracing::debug!(
+                dropped = prompt.dropped_messages,
+                "conversation trimmed to fit the LLM context"
+            );
+        }
+
+        let mut sampler = LogitsProcessor::from_sampling(self.options.seed, self.sampling());
+        let mut text = Utf8Stream::default();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut pos = prompt.ids.len();
+        let mut logits = self.forward(&prompt.ids, 0)?;
+        stats.stop = loop {
+            let next = self.sample(&mut sampler, &logits, &generated)?;
+            stats.time_to_first_token.get_or_insert_with(|| start.elapsed());
+            if self.stop_ids.contains(&next) {
+                break StopReason::EndOfTurn;
+            }
+            generated.push(next);
+            let piece = text.push(self.bytes.bytes(next));
+            if !piece.is_empty() && on_token(&piece).is_break() {
+                break StopReason::Cancelled;
+            }
+            if generated.len() >= max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if pos >= self.options.context_limit {
+                break StopReason::ContextFull;
+            }
+            logits = self.forward(&[next], pos)?;
+            pos += 1;
+        };
+        if stats.stop != StopReason::Cancelled {
+            let rest = text.finish();
+            if !rest.is_empty() {
+                // Generation is over either way; a Break here changes nothing.
+                let _ = on_token(&rest);
+            }
+        }
+        stats.generated_tokens = generated.len();
+        stats.total = start.elapsed();
+        Ok(stats)
+    }
+
+    /// Runs the model on `ids` at position `pos` inside candle's CPU thread pool (its workers
+    /// stay warm across the many small parallel sections of one step); returns the logits of
+    /// the last position.
+    fn forward(&mut self, ids: &[u32], pos: usize) -> Result<Tensor, LlmError> {
+        let input = Tensor::new(ids, &self.device)?.unsqueeze(0)?;
+        let model = &mut self.model;
+        let logits = self.device.with_context(|| model.forward(&input, pos))?;
+        Ok(logits.squeeze(0)?)
+    }
+
+    fn sampling(&self) -> Sampling {
+        let temperature = self.options.temperature;
+        match self.options.top_p {
+            _ if temperature <= 0.0 => Sampling::ArgMax,
+            Some(p) => Sampling::TopP { p, temperature },
+            None => Sampling::All { temperature },
+        }
+    }
+
+    fn sample(
+        &self,
+        sampler: &mut LogitsProcessor,
+        logits: &Tensor,
+        generated: &[u32],
+    ) -> Result<u32, LlmError> {
+        let penalty = self.options.repeat_penalty;
+        let next = if penalty == 1.0 || generated.is_empty() {
+            sampler.sample(logits)?
+        } else {
+            let from = generated.len().saturating_sub(self.options.repeat_last_n);
+            let logits = candle_transformers::utils::apply_repeat_penalty(
+                logits,
+                penalty,
+                &generated[from..],
+            )?;
+            sampler.sample(&logits)?
+        };
+        Ok(next)
+    }
+}
+
+/// How many of the most recent items fit in `room`, taking whole items newest first.
+fn newest_that_fit(lengths: impl DoubleEndedIterator<Item = usize>, room: usize) -> usize {
+    let mut used = 0;
+    let mut n = 0;
+    for len in lengths.rev() {
+        if used + len > room {
+            break;
+        }
+        used += len;
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newest_messages_fill_the_room() {
+        assert_eq!(newest_that_fit([5, 5, 5].into_iter(), 12), 2);
+        assert_eq!(newest_that_fit([5, 5, 5].into_iter(), 15), 3);
+        assert_eq!(newest_that_fit([5, 5, 20].into_iter(), 12), 0);
+        assert_eq!(newest_that_fit([].into_iter(), 12), 0);
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(LlmOptions::default().validate().is_ok());
+        let bad = LlmOptions {
+            context_limit: MAX_SEQ_LEN + 1,
+            ..LlmOptions::default()
+        };
+        assert!(matches!(bad.validate(), Err(LlmError::InvalidOption(_))));
+        let bad = LlmOptions {
+            temperature: -1.0,
+            ..LlmOptions::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn speed_counts_tokens_after_the_first() {
+        let stats = GenerationStats {
+            prompt_tokens: 10,
+            generated_tokens: 11,
+            dropped_messages: 0,
+            time_to_first_token: Some(Duration::from_millis(500)),
+            total: Duration::from_millis(1500),
+            stop: StopReason::EndOfTurn,
+        };
+        assert!((stats.tokens_per_second() - 10.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,10 @@
+//! Language models: the embedded SmolLM2 on candle, streaming tokens, and the chat messages
+//! every provider takes.
+
+pub mod chat;
+pub mod embedded;
+mod gguf;
+mod stream;
+
+pub use chat::{ChatMessage, Role};
+pub use embedded::{EmbeddedLlm, GenerationStats, LlmError, LlmOptions, StopReason};

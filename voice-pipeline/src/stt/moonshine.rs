@@ -1,0 +1,278 @@
+//! Moonshine base-en speech recognition on ONNX Runtime (encoder + KV-cached greedy decoder).
+//!
+//! The encoder reads raw 16 kHz mono samples; the merged decoder runs once without a cache (the
+//! `use_cache_branch = false` graph, which also computes the cross-attention keys and values from
+//! the encoder states) and then one token at a time with the cache. Decoding is greedy and bounded
+//! by the audio's length, so a model that never emits end-of-text cannot run away.
+//!
+//! ```no_run
+//! use dartmouth_voice::stt::moonshine::MoonshineStt;
+//! let store = dartmouth_models::ModelStore::from_env();
+//! let mut stt = MoonshineStt::load(&store)?;
+//! let text = stt.transcribe(&vec![0.0; 16_000])?;
+//! # let _ = text;
+//! # Ok::<(), dartmouth_voice::stt::moonshine::MoonshineError>(())
+//! ```
+
+use std::borrow::Cow;
+use std::path::Path;
+
+use dartmouth_models::{Asset, ModelStore};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor, TensorRef};
+use tokenizers::Tokenizer;
+
+/// Sample rate the model expects.
+pub const SAMPLE_RATE: u32 = 16_000;
+/// Shortest input the encoder accepts (0.1 s); shorter input transcribes to an empty string.
+pub const MIN_SAMPLES: usize = 1_600;
+/// Longest input the model was trained for (64 s); longer input is an error, segment it first.
+pub const MAX_SAMPLES: usize = 64 * SAMPLE_RATE as usize;
+/// Upper bound on generated tokens per second of audio (Moonshine's reference uses 6.5).
+pub const MAX_TOKENS_PER_SECOND: f32 = 6.5;
+/// Token budget floor, so sub-second utterances still have room for a word or two.
+const MIN_TOKEN_BUDGET: usize = 6;
+
+const LAYERS: usize = 8;
+const HEADS: usize = 8;
+const HEAD_DIM: usize = 52;
+const START_TOKEN: i64 = 1;
+const END_TOKEN: i64 = 2;
+const ENCODER_INPUT: &str = "input_values";
+const ENCODER_OUTPUT: &str = "last_hidden_state";
+const DEFAULT_THREADS: usize = 2;
+
+/// What can go wrong loading or running Moonshine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MoonshineError {
+    /// A model file is missing or ONNX Runtime failed to open it.
+    #[error(transparent)]
+    Model(#[from] dartmouth_models::Error),
+    /// The model's inputs or outputs are not the ones this code drives.
+    #[error("unexpected Moonshine model interface: {0}")]
+    Interface(String),
+    /// The tokenizer failed to load or decode.
+    #[error("Moonshine tokenizer: {0}")]
+    Tokenizer(String),
+    /// Inference failed.
+    #[error("Moonshine inference: {0}")]
+    Inference(#[from] ort::Error),
+    /// The audio is longer than one call may transcribe.
+    #[error("audio of {seconds:.1} s is longer than Moonshine's 64 s limit: segment it first")]
+    TooLong {
+        /// Length of the rejected audio.
+        seconds: f32,
+    },
+}
+
+/// The embedded Moonshine base (English) recogniser. Not `Sync`: one transcription at a time.
+pub struct MoonshineStt {
+    encoder: Session,
+    decoder: Session,
+    tokenizer: Tokenizer,
+    /// `past_key_values.{layer}.{decoder|encoder}.{key|value}`, in cache order.
+    past_names: Vec<String>,
+    /// `present.{layer}.{decoder|encoder}.{key|value}`, in the same order.
+    present_names: Vec<String>,
+}
+
+impl std::fmt::Debug for MoonshineStt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MoonshineStt").finish_non_exhaustive()
+    }
+}
+
+impl MoonshineStt {
+    /// Loads the encoder, decoder and tokenizer from the model store with two intra-op threads.
+    pub fn load(store: &ModelStore) -> Result<Self, MoonshineError> {
+        Self::load_with_threads(store, DEFAULT_THREADS)
+    }
+
+    /// Loads the models with `threads` intra-op threads per session.
+    pub fn load_with_threads(store: &ModelStore, threads: usize) -> Result<Self, MoonshineError> {
+        let encoder_path = store.require(Asset::MoonshineEncoder)?;
+        let decoder_path = store.require(Asset::MoonshineDecoder)?;
+        let tokenizer_path = store.require(Asset::MoonshineTokenizer)?;
+        let encoder = dartmouth_models::onnx::session(store, &encoder_path, threads)?;
+        let decoder = dartmouth_models::onnx::session(store, &decoder_path, threads)?;
+        let tokenizer = load_tokenizer(&tokenizer_path)?;
+
+        let (past_names, present_names) = cache_names();
+        require_names(&encoder, &[ENCODER_INPUT], &[ENCODER_OUTPUT], "encoder")?;
+        let mut inputs: Vec<&str> = vec!["input_ids", "encoder_hidden_states", "use_cache_branch"];
+        inputs.extend(past_names.iter().map(String::as_str));
+        let mut outputs: Vec<&str> = vec!["logits"];
+        outputs.extend(present_names.iter().map(String::as_str));
+        require_names(&decoder, &inputs, &outputs, "decoder")?;
+
+        Ok(Self {
+            encoder,
+            decoder,
+            tokenizer,
+            past_names,
+            present_names,
+        })
+    }
+
+    /// Transcribes one utterance of 16 kHz mono samples in [-1, 1]. Audio shorter than 0.1 s
+    /// gives an empty string; audio longer than 64 s is an error.
+    pub fn transcribe(&mut self, pcm_16k_mono: &[f32]) -> Result<String, MoonshineError> {
+        let tokens = self.generate(pcm_16k_mono)?;
+        let ids: Vec<u32> = tokens
+            .iter()
+            .filter_map(|&t| u32::try_from(t).ok())
+            .collect();
+        let text = self
+            .tokenizer
+            .decode(&ids, true)
+            .map_err(|e| MoonshineError::Tokenizer(e.to_string()))?;
+        Ok(text.trim().to_string())
+    }
+
+    /// Greedy decoding: the generated token ids, without the start and end tokens.
+    fn generate(&mut self, pcm: &[f32]) -> Result<Vec<i64>, MoonshineError> {
+        if pcm.len() < MIN_SAMPLES {
+            return Ok(Vec::new());
+        }
+        if pcm.len() > MAX_SAMPLES {
+            return Err(MoonshineError::TooLong {
+                seconds: pcm.len() as f32 / SAMPLE_RATE as f32,
+            });
+        }
+        let seconds = pcm.len() as f32 / SAMPLE_RATE as f32;
+        let budget = ((seconds * MAX_TOKENS_PER_SECOND).ceil() as usize).max(MIN_TOKEN_BUDGET);
+
+        let audio = TensorRef::from_array_view(([1usize, pcm.len()], pcm))?;
+        let mut encoded = self.encoder.run(ort::inputs![ENCODER_INPUT => audio])?;
+        let hidden = encoded.remove(ENCODER_OUTPUT).ok_or_else(|| {
+            MoonshineError::Interface(format!("encoder returned no {ENCODER_OUTPUT}"))
+        })?;
+        drop(encoded);
+
+        // The first step ignores the cache inputs, but the graph still needs them: empty tensors.
+        let mut cache: Vec<DynValue> = Vec::with_capacity(self.past_names.len());
+        for _ in 0..self.past_names.len() {
+            cache.push(
+                Tensor::<f32>::from_array(([1usize, HEADS, 0, HEAD_DIM], Vec::new()))?.into_dyn(),
+            );
+        }
+
+        let mut tokens = Vec::with_capacity(budget);
+        let mut last = START_TOKEN;
+        for step in 0..budget {
+            let use_cache = step > 0;
+            let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+                Vec::with_capacity(3 + cache.len());
+            inputs.push((
+                "input_ids".into(),
+                Tensor::from_array(([1usize, 1], vec![last]))?.into(),
+            ));
+            inputs.push(("encoder_hidden_states".into(), (&hidden).into()));
+            inputs.push((
+                "use_cache_branch".into(),
+                Tensor::from_array(([1usize], vec![use_cache]))?.into(),
+            ));
+            for (name, value) in self.past_names.iter().zip(&cache) {
+                inputs.push((name.as_str().into(), value.into()));
+            }
+            let mut outputs = self.decoder.run(inputs)?;
+
+            let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
+            let vocab = shape.last().copied().unwrap_or(0) as usize;
+            if vocab == 0 || logits.len() < vocab {
+                return Err(MoonshineError::Interface(format!(
+                    "decoder logits of shape {shape:?}"
+                )));
+            }
+            let next = argmax(&logits[logits.len() - vocab..]) as i64;
+
+            // Self-attention keys/values grow every step; cross-attention ones come from step 0.
+            for (slot, name) in cache.iter_mut().zip(&self.present_names) {
+                if !use_cache || name.contains(".decoder.") {
+                    *slot = outputs.remove(name).ok_or_else(|| {
+                        MoonshineError::Interface(format!("decoder returned no {name}"))
+                    })?;
+                }
+            }
+            if next == END_TOKEN {
+                break;
+            }
+            tokens.push(next);
+            last = next;
+        }
+        Ok(tokens)
+    }
+}
+
+fn load_tokenizer(path: &Path) -> Result<Tokenizer, MoonshineError> {
+    Tokenizer::from_file(path)
+        .map_err(|e| MoonshineError::Tokenizer(format!("{}: {e}", path.display())))
+}
+
+/// Names of the decoder's cache inputs and the matching outputs, layer by layer.
+fn cache_names() -> (Vec<String>, Vec<String>) {
+    let mut past = Vec::with_capacity(LAYERS * 4);
+    let mut present = Vec::with_capacity(LAYERS * 4);
+    for layer in 0..LAYERS {
+        for part in ["decoder", "encoder"] {
+            for kind in ["key", "value"] {
+                past.push(format!("past_key_values.{layer}.{part}.{kind}"));
+                present.push(format!("present.{layer}.{part}.{kind}"));
+            }
+        }
+    }
+    (past, present)
+}
+
+fn require_names(
+    session: &Session,
+    inputs: &[&str],
+    outputs: &[&str],
+    what: &str,
+) -> Result<(), MoonshineError> {
+    let has_input = |n: &str| session.inputs().iter().any(|o| o.name() == n);
+    let has_output = |n: &str| session.outputs().iter().any(|o| o.name() == n);
+    if let Some(missing) = inputs.iter().find(|n| !has_input(n)) {
+        return Err(MoonshineError::Interface(format!(
+            "{what} has no input {missing}"
+        )));
+    }
+    if let Some(missing) = outputs.iter().find(|n| !has_output(n)) {
+        return Err(MoonshineError::Interface(format!(
+            "{what} has no output {missing}"
+        )));
+    }
+    Ok(())
+}
+
+/// Index of the largest value (the first one on ties; NaN never wins).
+fn argmax(values: &[f32]) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &v) in values.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_names_pair_inputs_with_outputs() {
+        let (past, present) = cache_names();
+        assert_eq!(past.len(), 32);
+        assert_eq!(past[0], "past_key_values.0.decoder.key");
+        assert_eq!(present[3], "present.0.encoder.value");
+        assert_eq!(present[31], "present.7.encoder.value");
+    }
+
+    #[test]
+    fn argmax_picks_the_first_maximum() {
+        assert_eq!(argmax(&[0.1, 3.0, -1.0, 3.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
+    }
+}

@@ -1,0 +1,222 @@
+/**
+ * Typed client of the Dartmouth platform sidecar (`/v1/…`), shaped like the seed's
+ * `DartmouthClient`: `auth.login`, `db.insert`, `storage.upload`, …
+ *
+ * ```ts
+ * const dartmouth = new DartmouthClient({ baseUrl: "http://127.0.0.1:8081", agentId: "mccarthy-pa" });
+ * const { user, token } = await dartmouth.auth.login({ email, password });
+ * await dartmouth.db.insert("tasks", { userId: user.id, title: "Follow up with client" });
+ * ```
+ */
+
+export type Role = "admin" | "developer" | "agent" | "user";
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type JsonObject = { [key: string]: Json };
+
+export interface ClientOptions {
+  /** Sidecar base URL, e.g. `http://127.0.0.1:8081` (default: same origin). */
+  baseUrl?: string;
+  /** An agent/service API key (`dk_…`); used when no user is logged in. */
+  apiKey?: string;
+  /** The agent whose data `db` and `storage` address. */
+  agentId?: string;
+  /** A fetch implementation (default: the global one). */
+  fetch?: typeof fetch;
+}
+
+export interface User { id: string; email?: string; role: Role }
+export interface Session { user: User; token: string; refreshToken: string; expiresIn: number }
+export interface WhoAmI { kind: "user" | "api_key"; id: string; role: Role; agent_id: string | null; scopes: string[] }
+export interface Document<T extends JsonObject = JsonObject> { id: string; agent_id: string; collection: string; data: T; created_at: number; updated_at: number }
+export interface QueryOptions { limit?: number; offset?: number }
+export interface FileInfo { agent_id: string; key: string; content_type: string; size: number; sha256: string; owner_user_id: string | null; created_at: number }
+export interface ApiKeyCreated { key: string; info: { id: string; name: string; role: Role; agent_id: string | null; scopes: string[] } }
+
+/** Every failure: the sidecar's `{"error": {"code", "message", "request_id"}}` plus the status. */
+export class DartmouthError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly requestId: string,
+  ) {
+    super(message);
+    this.name = "DartmouthError";
+  }
+}
+
+const segment = (s: string) => encodeURIComponent(s);
+
+interface TokenPair { access_token: string; refresh_token: string; expires_in: number; user_id: string; role: Role }
+
+export class DartmouthClient {
+  readonly baseUrl: string;
+  readonly agentId?: string;
+  private readonly apiKey?: string;
+  private readonly fetchImpl: typeof fetch;
+  private session?: Session;
+
+  /** Authentication: login, register, refresh, logout, me, room tokens. */
+  readonly auth = {
+    /** Log in; later calls carry the access token. */
+    login: async (credentials: { email: string; password: string }): Promise<Session> => {
+      const pair = await this.request<TokenPair>("POST", "/v1/auth/login", credentials, false);
+      return this.adopt(pair, credentials.email);
+    },
+    /** Open registration of a `user` account. */
+    register: (credentials: { email: string; password: string }): Promise<User> =>
+      this.request<User>("POST", "/v1/auth/register", credentials, false),
+    /** Rotate the refresh token (done automatically once on a 401). */
+    refresh: async (): Promise<Session> => {
+      if (!this.session) throw new DartmouthError(401, "unauthenticated", "not logged in", "");
+      const pair = await this.request<TokenPair>("POST", "/v1/auth/refresh", { refresh_token: this.session.refreshToken }, false);
+      return this.adopt(pair, this.session.user.email);
+    },
+    /** End the session on the server and forget it here. */
+    logout: async (): Promise<void> => {
+      try {
+        await this.request<void>("POST", "/v1/auth/logout");
+      } finally {
+        this.session = undefined;
+      }
+    },
+    /** Who the current credential is. */
+    me: (): Promise<WhoAmI> => this.request<WhoAmI>("GET", "/v1/auth/me"),
+    /** A gateway room token for the logged-in user. */
+    roomToken: (room: string, canPublish = true): Promise<{ token: string; expires_at: number }> =>
+      this.request("POST", "/v1/room-tokens", { room, can_publish: canPublish }),
+    /** The current session, if logged in. */
+    session: (): Session | undefined => this.session,
+  };
+
+  /** The agent's documents: `db.insert('tasks', {...})` and friends. */
+  readonly db = {
+    insert: <T extends JsonObject>(collection: string, doc: T, opts: { encrypt?: string[] } = {}): Promise<Document<T>> => {
+      const query = opts.encrypt?.length ? `?encrypt=${segment(opts.encrypt.join(","))}` : "";
+      return this.request("POST", `${this.dbPath(collection)}${query}`, doc);
+    },
+    get: <T extends JsonObject>(collection: string, id: string): Promise<Document<T>> =>
+      this.request("GET", `${this.dbPath(collection)}/${segment(id)}`),
+    query: async <T extends JsonObject>(collection: string, filter: { [field: string]: string | number | boolean | null } = {}, opts: QueryOptions = {}): Promise<Document<T>[]> => {
+      const result = await this.request<{ documents: Document<T>[] }>("POST", `${this.dbPath(collection)}/query`, { filter, ...opts });
+      return result.documents;
+    },
+    update: <T extends JsonObject>(collection: string, id: string, patch: JsonObject): Promise<Document<T>> =>
+      this.request("PATCH", `${this.dbPath(collection)}/${segment(id)}`, patch),
+    delete: (collection: string, id: string): Promise<void> => this.request("DELETE", `${this.dbPath(collection)}/${segment(id)}`),
+    /** Let another agent read or write one of this agent's collections (`*` for all). */
+    grant: (granteeAgent: string, collection: string, access: "read" | "write"): Promise<void> =>
+      this.request("PUT", `/v1/agents/${segment(this.requireAgent())}/grants`, { grantee_agent: granteeAgent, collection, access }),
+  };
+
+  /** The agent's files. */
+  readonly storage = {
+    upload: (key: string, body: Blob | ArrayBuffer | Uint8Array | string, contentType: string, opts: { userId?: string } = {}): Promise<FileInfo> => {
+      const query = opts.userId ? `?user_id=${segment(opts.userId)}` : "";
+      return this.request("PUT", `${this.filePath(key)}${query}`, undefined, true, { body: body as BodyInit, contentType });
+    },
+    download: async (key: string): Promise<Blob> => {
+      const response = await this.raw("GET", this.filePath(key));
+      return response.blob();
+    },
+    list: (): Promise<FileInfo[]> => this.request("GET", `/v1/agents/${segment(this.requireAgent())}/files`),
+    delete: (key: string): Promise<void> => this.request("DELETE", this.filePath(key)),
+    /** An absolute, time-limited URL that needs no credential. */
+    signedUrl: async (key: string, expiresIn?: number): Promise<{ url: string; expires_at: number }> => {
+      const signed = await this.request<{ url: string; expires_at: number }>("POST", `${this.filePath(key)}/signed-url`, expiresIn ? { expires_in: expiresIn } : {});
+      return { ...signed, url: this.baseUrl + signed.url };
+    },
+  };
+
+  /** API keys for agents and services. */
+  readonly apiKeys = {
+    create: (req: { name: string; agent_id?: string; role?: Role; scopes?: string[] }): Promise<ApiKeyCreated> => this.request("POST", "/v1/api-keys", req),
+    revoke: (id: string): Promise<void> => this.request("DELETE", `/v1/api-keys/${segment(id)}`),
+  };
+
+  /** GDPR/CCPA: export and delete a user's data. */
+  readonly privacy = {
+    exportUser: (userId: string): Promise<JsonObject> => this.request("GET", `/v1/users/${segment(userId)}/export`),
+    deleteUser: (userId: string): Promise<{ user_id: string; documents: number; files: number; api_keys: number }> =>
+      this.request("DELETE", `/v1/users/${segment(userId)}`),
+    /** Emails, phone and card numbers replaced by placeholders. */
+    redact: async (text: string): Promise<string> => (await this.request<{ text: string }>("POST", "/v1/pii/redact", { text })).text,
+  };
+
+  constructor(options: ClientOptions = {}) {
+    this.baseUrl = (options.baseUrl ?? "").replace(/\/+$/, "");
+    this.apiKey = options.apiKey;
+    this.agentId = options.agentId;
+    const f = options.fetch ?? globalThis.fetch;
+    this.fetchImpl = (input, init) => f(input, init);
+  }
+
+  private adopt(pair: TokenPair, email?: string): Session {
+    this.session = {
+      user: { id: pair.user_id, role: pair.role, email },
+      token: pair.access_token,
+      refreshToken: pair.refresh_token,
+      expiresIn: pair.expires_in,
+    };
+    return this.session;
+  }
+
+  private requireAgent(): string {
+    if (!this.agentId) throw new DartmouthError(0, "no_agent", "this client has no agentId", "");
+    return this.agentId;
+  }
+
+  private dbPath(collection: string): string {
+    return `/v1/agents/${segment(this.requireAgent())}/db/${segment(collection)}`;
+  }
+
+  private filePath(key: string): string {
+    return `/v1/agents/${segment(this.requireAgent())}/files/${segment(key)}`;
+  }
+
+  private credential(): string | undefined {
+    return this.session?.token ?? this.apiKey;
+  }
+
+  private async raw(method: string, path: string, json?: unknown, authenticated = true, upload?: { body: BodyInit; contentType: string }, retried = false): Promise<Response> {
+    const headers: Record<string, string> = {};
+    const credential = authenticated ? this.credential() : undefined;
+    if (credential) headers.authorization = `Bearer ${credential}`;
+    let body: BodyInit | undefined;
+    if (upload) {
+      headers["content-type"] = upload.contentType;
+      body = upload.body;
+    } else if (json !== undefined) {
+      headers["content-type"] = "application/json";
+      body = JSON.stringify(json);
+    }
+    const response = await this.fetchImpl(this.baseUrl + path, { method, headers, body });
+    if (response.ok) return response;
+    if (response.status === 401 && authenticated && this.session && !retried) {
+      try {
+        await this.auth.refresh();
+      } catch {
+        this.session = undefined;
+        throw await DartmouthClient.toError(response);
+      }
+      return this.raw(method, path, json, authenticated, upload, true);
+    }
+    throw await DartmouthClient.toError(response);
+  }
+
+  private static async toError(response: Response): Promise<DartmouthError> {
+    const text = await response.text();
+    try {
+      const { error } = JSON.parse(text) as { error: { code: string; message: string; request_id: string } };
+      return new DartmouthError(response.status, error.code, error.message, error.request_id);
+    } catch {
+      return new DartmouthError(response.status, "unknown", text || response.statusText, response.headers.get("x-request-id") ?? "");
+    }
+  }
+
+  private async request<T>(method: string, path: string, json?: unknown, authenticated = true, upload?: { body: BodyInit; contentType: string }): Promise<T> {
+    const response = await this.raw(method, path, json, authenticated, upload);
+    if (response.status === 204) return undefined as T;
+    return (await response.json()) as T;
+  }
+}

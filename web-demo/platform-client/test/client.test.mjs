@@ -1,0 +1,80 @@
+// Unit tests with a recording fake fetch, plus a live run against a sidecar when PLATFORM_URL is
+// set (e.g. `cargo run --release -p dartmouth-platform --example serve` prints one).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { DartmouthClient, DartmouthError } from "../dist/index.js";
+
+function fakeFetch(responses) {
+  const calls = [];
+  const fn = async (url, init) => {
+    calls.push({ url, method: init.method, headers: init.headers, body: init.body });
+    const next = responses.shift();
+    if (!next) throw new Error(`unexpected request ${init.method} ${url}`);
+    const body = next.body === undefined ? null : JSON.stringify(next.body);
+    return new Response(body, { status: next.status ?? 200, headers: { "content-type": "application/json", "x-request-id": "rid" } });
+  };
+  return { fn, calls };
+}
+
+const pair = (access, refresh) => ({ access_token: access, refresh_token: refresh, expires_in: 3600, user_id: "u1", role: "user", token_type: "Bearer" });
+
+test("auth.login returns { user, token } and later calls carry the token", async () => {
+  const { fn, calls } = fakeFetch([{ body: pair("A1", "R1") }, { body: { kind: "user", id: "u1", role: "user", agent_id: null, scopes: [] } }]);
+  const client = new DartmouthClient({ baseUrl: "http://sidecar/", agentId: "pa", fetch: fn });
+  const { user, token } = await client.auth.login({ email: "u@example.com", password: "pw-123456" });
+  assert.deepEqual(user, { id: "u1", role: "user", email: "u@example.com" });
+  assert.equal(token, "A1");
+  assert.equal(calls[0].url, "http://sidecar/v1/auth/login");
+  assert.equal(calls[0].headers.authorization, undefined);
+  await client.auth.me();
+  assert.equal(calls[1].headers.authorization, "Bearer A1");
+});
+
+test("db.insert posts the document to the agent's collection with the API key", async () => {
+  const { fn, calls } = fakeFetch([{ status: 201, body: { id: "d1", agent_id: "pa", collection: "tasks", data: { title: "x" }, created_at: 1, updated_at: 1 } }]);
+  const client = new DartmouthClient({ apiKey: "dk_k_s", agentId: "mccarthy pa", fetch: fn });
+  const doc = await client.db.insert("tasks", { title: "x" }, { encrypt: ["ssn"] });
+  assert.equal(doc.id, "d1");
+  assert.equal(calls[0].url, "/v1/agents/mccarthy%20pa/db/tasks?encrypt=ssn");
+  assert.equal(calls[0].method, "POST");
+  assert.equal(calls[0].headers.authorization, "Bearer dk_k_s");
+  assert.deepEqual(JSON.parse(calls[0].body), { title: "x" });
+});
+
+test("errors surface code, message, status and request id", async () => {
+  const { fn } = fakeFetch([{ status: 403, body: { error: { code: "forbidden", message: "no", request_id: "r-9" } } }]);
+  const client = new DartmouthClient({ apiKey: "dk_k_s", agentId: "pa", fetch: fn });
+  await assert.rejects(client.db.query("tasks", { done: true }), (e) => e instanceof DartmouthError && e.status === 403 && e.code === "forbidden" && e.requestId === "r-9");
+});
+
+test("a 401 refreshes once and retries with the new token", async () => {
+  const { fn, calls } = fakeFetch([
+    { body: pair("A1", "R1") },
+    { status: 401, body: { error: { code: "unauthenticated", message: "expired", request_id: "r" } } },
+    { body: pair("A2", "R2") },
+    { body: { documents: [] } },
+  ]);
+  const client = new DartmouthClient({ agentId: "pa", fetch: fn });
+  await client.auth.login({ email: "u@example.com", password: "pw-123456" });
+  assert.deepEqual(await client.db.query("tasks"), []);
+  assert.equal(calls[2].url, "/v1/auth/refresh");
+  assert.deepEqual(JSON.parse(calls[2].body), { refresh_token: "R1" });
+  assert.equal(calls[3].headers.authorization, "Bearer A2");
+});
+
+const live = process.env.PLATFORM_URL;
+test("live: login, key, insert, query, upload, signed URL", { skip: live ? false : "PLATFORM_URL not set" }, async () => {
+  const admin = new DartmouthClient({ baseUrl: live });
+  await admin.auth.login({ email: process.env.PLATFORM_ADMIN_EMAIL ?? "admin@example.com", password: process.env.PLATFORM_ADMIN_PASSWORD ?? "admin-password" });
+  const agentId = `ts-${Date.now()}`;
+  const { key } = await admin.apiKeys.create({ name: "ts test", agent_id: agentId });
+  const dartmouth = new DartmouthClient({ baseUrl: live, apiKey: key, agentId });
+  const doc = await dartmouth.db.insert("tasks", { title: "Follow up with client", dueDate: Date.now() + 86400000 });
+  assert.equal(doc.data.title, "Follow up with client");
+  const found = await dartmouth.db.query("tasks", { title: "Follow up with client" });
+  assert.equal(found.length, 1);
+  await dartmouth.storage.upload("notes/hi.txt", "hello", "text/plain");
+  const signed = await dartmouth.storage.signedUrl("notes/hi.txt", 60);
+  assert.equal(await (await fetch(signed.url)).text(), "hello");
+  await assert.rejects(dartmouth.db.query("tasks", { "bad field": 1 }), (e) => e.status === 400 && e.code === "bad_request");
+});
