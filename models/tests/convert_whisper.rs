@@ -7,7 +7,8 @@ use dartmouth_models::convert::whisper::{convert_ct2_dir, convert_ct2_to_ggml};
 use dartmouth_models::{Asset, ModelStore};
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters};
 
-const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb";
+const LIBRIVOX: &str =
+    "/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb";
 
 /// (clip, what CTranslate2 4.x itself transcribes greedily from the same tiny.en files, and the
 /// human reference of `pocketsphinx-testdata`). A faithful conversion reproduces the former word
@@ -18,7 +19,11 @@ const CLIPS: [(&str, &str, &str); 2] = [
         "And Mr. John Dashwood had then leisure to consider how much there might be prudently in his power to do for them.",
         "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them",
     ),
-    ("0880", "He was not an old-sposed young man.", "he was not an ill disposed young man"),
+    (
+        "0880",
+        "He was not an old-sposed young man.",
+        "he was not an ill disposed young man",
+    ),
 ];
 
 /// A scratch directory removed on drop.
@@ -41,7 +46,11 @@ impl Drop for TempDir {
 
 fn ct2_paths() -> (PathBuf, PathBuf, PathBuf) {
     let store = ModelStore::from_env();
-    let need = |a| store.require(a).expect("Whisper CT2 files provisioned: run `dartmouth models fetch`");
+    let need = |a| {
+        store
+            .require(a)
+            .expect("Whisper CT2 files provisioned: run `dartmouth models fetch`")
+    };
     (
         need(Asset::WhisperCt2Model),
         need(Asset::WhisperCt2Vocabulary),
@@ -52,13 +61,24 @@ fn ct2_paths() -> (PathBuf, PathBuf, PathBuf) {
 fn read_wav_16k(path: &str) -> Vec<f32> {
     let mut reader = hound::WavReader::open(path).unwrap();
     let spec = reader.spec();
-    assert_eq!((spec.sample_rate, spec.channels, spec.bits_per_sample), (16_000, 1, 16));
-    reader.samples::<i16>().map(|s| f32::from(s.unwrap()) / 32768.0).collect()
+    assert_eq!(
+        (spec.sample_rate, spec.channels, spec.bits_per_sample),
+        (16_000, 1, 16)
+    );
+    reader
+        .samples::<i16>()
+        .map(|s| f32::from(s.unwrap()) / 32768.0)
+        .collect()
 }
 
 fn words(text: &str) -> Vec<String> {
     text.split_whitespace()
-        .map(|w| w.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect())
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect()
+        })
         .filter(|w: &String| !w.is_empty())
         .collect()
 }
@@ -75,13 +95,25 @@ fn converted_model_loads_in_whisper_cpp_and_transcribes_librivox() {
     );
     let hp = report.hparams;
     assert_eq!(
-        (hp.n_vocab, hp.n_audio_ctx, hp.n_audio_state, hp.n_audio_head, hp.n_audio_layer),
+        (
+            hp.n_vocab,
+            hp.n_audio_ctx,
+            hp.n_audio_state,
+            hp.n_audio_head,
+            hp.n_audio_layer
+        ),
         (51_864, 1500, 384, 6, 4)
     );
-    assert_eq!((hp.n_text_ctx, hp.n_text_head, hp.n_text_layer, hp.n_mels), (448, 6, 4, 80));
+    assert_eq!(
+        (hp.n_text_ctx, hp.n_text_head, hp.n_text_layer, hp.n_mels),
+        (448, 6, 4, 80)
+    );
     // 5 conv/position tensors + 15 per encoder block + 2 (ln_post) + 2 + 24 per decoder block + 2.
     assert_eq!(report.tensors, 5 + 15 * 4 + 2 + 2 + 24 * 4 + 2);
-    assert_eq!(report.vocab_tokens, 50_256, "ordinary tokens precede <|endoftext|>");
+    assert_eq!(
+        report.vocab_tokens, 50_256,
+        "ordinary tokens precede <|endoftext|>"
+    );
     assert_eq!(std::fs::metadata(&out).unwrap().len(), report.bytes);
     assert!(!tmp.0.join("ggml-tiny.en.bin.partial").exists());
 
@@ -107,9 +139,16 @@ fn converted_model_loads_in_whisper_cpp_and_transcribes_librivox() {
         params.set_print_timestamps(false);
         let pcm = read_wav_16k(&format!("{LIBRIVOX}-{clip}.wav"));
         state.full(params, &pcm).expect("transcription runs");
-        let text: String = state.as_iter().map(|s| s.to_str_lossy().unwrap().into_owned()).collect();
+        let text: String = state
+            .as_iter()
+            .map(|s| s.to_str_lossy().unwrap().into_owned())
+            .collect();
         println!("{clip}: {text:?}");
-        assert_eq!(words(&text), words(ct2_text), "{clip}: {text:?} differs from CTranslate2's output");
+        assert_eq!(
+            words(&text),
+            words(ct2_text),
+            "{clip}: {text:?} differs from CTranslate2's output"
+        );
         let (got, want) = (words(&text), words(human));
         let matching = got.iter().filter(|w| want.contains(w)).count();
         assert!(
@@ -125,7 +164,11 @@ fn the_directory_form_reads_ct2_file_names() {
     let (bin, vocab, config) = ct2_paths();
     let tmp = TempDir::new("convert-whisper-dir");
     // A CTranslate2 directory made of links to the store's files.
-    for (src, name) in [(&bin, "model.bin"), (&vocab, "vocabulary.txt"), (&config, "config.json")] {
+    for (src, name) in [
+        (&bin, "model.bin"),
+        (&vocab, "vocabulary.txt"),
+        (&config, "config.json"),
+    ] {
         std::os::unix::fs::symlink(src, tmp.0.join(name)).unwrap();
     }
     let out = tmp.0.join("out.bin");
@@ -139,9 +182,15 @@ fn assert_clean_error(bin: &Path, vocab: &Path, config: &Path, dir: &Path, expec
     let err = convert_ct2_to_ggml(bin, vocab, config, &out).expect_err("broken input must fail");
     let msg = err.to_string();
     println!("{msg}");
-    assert!(msg.contains(expect), "error {msg:?} should mention {expect:?}");
+    assert!(
+        msg.contains(expect),
+        "error {msg:?} should mention {expect:?}"
+    );
     assert!(!out.exists(), "no output on failure");
-    assert!(!dir.join("bad.bin.partial").exists(), "no partial file on failure");
+    assert!(
+        !dir.join("bad.bin.partial").exists(),
+        "no partial file on failure"
+    );
 }
 
 #[test]
@@ -159,7 +208,11 @@ fn truncated_garbage_or_mismatched_inputs_are_errors_not_panics() {
     assert_clean_error(&header_only, &vocab, &config, &tmp.0, "truncated");
 
     let garbage = tmp.0.join("garbage.bin");
-    std::fs::write(&garbage, b"this is not a CTranslate2 model at all, just some text").unwrap();
+    std::fs::write(
+        &garbage,
+        b"this is not a CTranslate2 model at all, just some text",
+    )
+    .unwrap();
     assert_clean_error(&garbage, &vocab, &config, &tmp.0, "binary version");
 
     let empty = tmp.0.join("empty.bin");
@@ -174,5 +227,11 @@ fn truncated_garbage_or_mismatched_inputs_are_errors_not_panics() {
     std::fs::write(&not_json, "{ nope").unwrap();
     assert_clean_error(&bin, &vocab, &not_json, &tmp.0, "not JSON");
 
-    assert_clean_error(&tmp.0.join("missing.bin"), &vocab, &config, &tmp.0, "missing.bin");
+    assert_clean_error(
+        &tmp.0.join("missing.bin"),
+        &vocab,
+        &config,
+        &tmp.0,
+        "missing.bin",
+    );
 }

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 
 /// Paging of the audit listing.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Newest entries to return, 1–1000 (default 100).
     pub limit: Option<i64>,

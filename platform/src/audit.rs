@@ -1,8 +1,9 @@
 //! Audit logger: security-relevant actions appended to a hash-chained, tamper-evident table.
 //!
 //! Each row's hash is SHA-256 over the previous row's hash and the row's own fields, so altering,
-//! removing or reordering any row breaks [`AuditLog::verify`] from that row on. Appends are
-//! serialised in-process (one sidecar per database).
+//! removing or reordering any row breaks [`AuditLog::verify`] from that row on; rows cut from the
+//! end are caught against the last head this process appended. Appends are serialised in-process
+//! (one sidecar per database).
 
 use crate::db::{Db, now_ms};
 use crate::error::PlatformError;
@@ -153,7 +154,7 @@ impl AuditLog {
 
     /// Recomputes the chain from the start, in pages.
     pub async fn verify(&self) -> Result<AuditVerification, PlatformError> {
-        let _guard = self.head.lock().await;
+        let head = self.head.lock().await;
         let mut prev = GENESIS_HASH.to_string();
         let mut expected_seq = 1;
         let mut checked = 0;
@@ -187,6 +188,16 @@ impl AuditLog {
                 expected_seq += 1;
                 prev = e.hash;
             }
+        }
+        // Rows cut from the end leave a valid prefix; the head this process appended last catches that.
+        if let Some((head_seq, head_hash)) = head.as_ref()
+            && (*head_seq != expected_seq - 1 || *head_hash != prev)
+        {
+            return Ok(AuditVerification {
+                valid: false,
+                checked,
+                first_bad_seq: Some(expected_seq.min(*head_seq)),
+            });
         }
         Ok(AuditVerification {
             valid: true,

@@ -15,10 +15,11 @@ use crate::auth::routes::{
     ApiKeyCreated, ApiKeyInfo, CreateApiKey, Credentials, RefreshRequest, RoomToken,
     RoomTokenRequest, TokenPair, UserInfo, WhoAmI,
 };
-use crate::documents::{Document, Grant, QueryRequest, QueryResult};
+use crate::documents::{Document, QueryRequest, QueryResult};
 use crate::error::{ErrorBody, PlatformError};
 use crate::files::{FileInfo, SignRequest, SignedUrl};
 use crate::gdpr::{DeletionReport, UserExport};
+use crate::grants::Grant;
 use crate::http::Health;
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;

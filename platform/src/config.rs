@@ -43,6 +43,8 @@ pub struct PlatformConfig {
     pub max_upload_bytes: usize,
     /// Accepted upload content types (prefix match). Default audio/, image/, text/, PDF, JSON, octet-stream.
     pub upload_content_types: Vec<String>,
+    /// Store files in this S3-compatible bucket instead of `data_dir/files`. Default `None` (local).
+    pub s3: Option<S3Config>,
     /// Default lifetime of signed file URLs in seconds. Default 900.
     pub signed_url_ttl_secs: u64,
     /// Origins allowed by CORS. Default the demo's `http://127.0.0.1:8080` and `http://localhost:8080`.
@@ -62,6 +64,29 @@ pub struct BootstrapAdmin {
     pub email: String,
     /// Initial password.
     pub password: String,
+}
+
+/// An S3-compatible bucket for file storage.
+#[derive(Debug, Clone, Deserialize)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Region. Default `us-east-1`.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint for S3-compatible services (MinIO, R2, …); `None` → AWS.
+    pub endpoint: Option<String>,
+    /// Access key id; `None` → the usual AWS environment/instance credentials.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+    /// Allow plain-HTTP endpoints (local test servers). Default false.
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 /// Quotas for the rate limiter, per API key / user / IP and route group.
@@ -122,6 +147,7 @@ impl Default for PlatformConfig {
             ]
             .map(String::from)
             .to_vec(),
+            s3: None,
             signed_url_ttl_secs: 900,
             cors_origins: vec![
                 "http://127.0.0.1:8080".into(),

@@ -35,14 +35,28 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("migrations/0001_init.sql").into_sql_str(),
-        false,
-    )])
+fn migrator(dialect: Dialect) -> Migrator {
+    let document_index = match dialect {
+        // Equality filters become one `@>` containment, served by this index.
+        Dialect::Postgres => include_str!("migrations/0002_documents_index.postgres.sql"),
+        Dialect::Sqlite => "SELECT 1",
+    };
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "init".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "documents index".into(),
+            MigrationType::Simple,
+            document_index.into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 fn valid_schema_name(name: &str) -> bool {
@@ -118,7 +132,7 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        migrator().run(&pool).await?;
+        migrator(dialect).run(&pool).await?;
         Ok(Db { pool, dialect })
     }
 

@@ -39,6 +39,7 @@ pub struct FileInfo {
 
 /// Upload options.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadOptions {
     /// The user this file belongs to.
     pub user_id: Option<String>,
@@ -63,6 +64,7 @@ pub struct SignedUrl {
 
 /// Query of a signed download.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SignedQuery {
     /// Expiry, unix seconds.
     pub expires: u64,

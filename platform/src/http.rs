@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{Extensions, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -56,12 +56,24 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The caller's address for audit and rate-limit keys: `ip:<addr>` or `ip:unknown`.
-pub(crate) fn client_ip(extensions: &Extensions) -> String {
-    extensions
+/// The caller's address for audit and rate-limit keys: `ip:<addr>` or `ip:unknown`. A loopback
+/// peer (the gateway in front of the sidecar) may name the real client in `X-Forwarded-For`.
+pub(crate) fn client_ip(headers: &HeaderMap, extensions: &Extensions) -> String {
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| format!("ip:{}", addr.ip()))
-        .unwrap_or_else(|| "ip:unknown".into())
+        .map(|ConnectInfo(addr)| addr.ip());
+    let forwarded = || {
+        headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|first| first.trim().parse::<std::net::IpAddr>().ok())
+    };
+    match peer {
+        Some(ip) if ip.is_loopback() => format!("ip:{}", forwarded().unwrap_or(ip)),
+        Some(ip) => format!("ip:{ip}"),
+        None => "ip:unknown".into(),
+    }
 }
 
 /// Extractor of [`client_ip`].
@@ -70,7 +82,7 @@ pub(crate) struct ClientIp(pub String);
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(&parts.extensions)))
+        Ok(ClientIp(client_ip(&parts.headers, &parts.extensions)))
     }
 }
 
@@ -93,8 +105,11 @@ async fn error_envelope(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let started = std::time::Instant::now();
     let mut response = next.run(request).await;
     let status = response.status();
+    tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms = started.elapsed().as_secs_f64() * 1e3, request_id, "request");
     RESPONSES_BY_CLASS[(status.as_u16() / 100).clamp(1, 5) as usize - 1]
         .fetch_add(1, Ordering::Relaxed);
     let info = response.extensions_mut().remove::<ErrorInfo>();
@@ -144,6 +159,8 @@ pub struct Health {
     pub status: String,
     /// `sqlite` or `postgres`.
     pub database: String,
+    /// `local` or `s3`.
+    pub storage: String,
 }
 
 /// Health check (no auth).
@@ -167,6 +184,7 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         Json(Health {
             status: if ok { "ok" } else { "degraded" }.into(),
             database: database.into(),
+            storage: state.storage.backend_name().into(),
         }),
     )
 }
@@ -242,6 +260,7 @@ pub(crate) fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::opena
         .routes(routes!(docs_page))
         .merge(crate::auth::routes::router())
         .merge(crate::documents::router())
+        .merge(crate::grants::router())
         .merge(crate::admin::router())
         .merge(crate::gdpr::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -269,4 +288,38 @@ pub(crate) fn build(state: AppState) -> Result<axum::Router, PlatformError> {
             UuidRequestId,
         ))
         .with_state(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip_of(peer: Option<&str>, forwarded: Option<&str>) -> String {
+        let mut headers = HeaderMap::new();
+        if let Some(f) = forwarded {
+            headers.insert("x-forwarded-for", HeaderValue::from_str(f).unwrap());
+        }
+        let mut extensions = Extensions::new();
+        if let Some(p) = peer {
+            extensions.insert(ConnectInfo(p.parse::<SocketAddr>().unwrap()));
+        }
+        client_ip(&headers, &extensions)
+    }
+
+    #[test]
+    fn forwarded_for_is_trusted_only_from_loopback() {
+        assert_eq!(
+            ip_of(Some("127.0.0.1:5000"), Some("203.0.113.9, 10.0.0.1")),
+            "ip:203.0.113.9"
+        );
+        assert_eq!(
+            ip_of(Some("127.0.0.1:5000"), Some("garbage")),
+            "ip:127.0.0.1"
+        );
+        assert_eq!(
+            ip_of(Some("198.51.100.7:5000"), Some("203.0.113.9")),
+            "ip:198.51.100.7"
+        );
+        assert_eq!(ip_of(None, Some("203.0.113.9")), "ip:unknown");
+    }
 }

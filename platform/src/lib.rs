@@ -26,13 +26,14 @@ pub mod documents;
 pub mod error;
 pub mod files;
 pub mod gdpr;
+pub mod grants;
 pub mod http;
 pub mod ratelimit;
 pub mod redact;
 pub mod state;
 pub mod storage;
 
-pub use config::{BootstrapAdmin, PlatformConfig, RateLimitConfig};
+pub use config::{BootstrapAdmin, PlatformConfig, RateLimitConfig, S3Config};
 pub use error::{ApiError, ErrorBody, PlatformError};
 pub use state::AppState;
 

@@ -104,7 +104,7 @@ fn limiter_key(request: &Request) -> String {
             "cred:{}",
             &hex::encode(Sha256::digest(credential.as_bytes()))[..24]
         ),
-        None => client_ip(request.extensions()),
+        None => client_ip(request.headers(), request.extensions()),
     }
 }
 

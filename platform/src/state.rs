@@ -9,7 +9,7 @@ use crate::crypto::{Keyring, Secrets};
 use crate::db::{Db, now_ms};
 use crate::error::{ApiError, PlatformError};
 use crate::ratelimit::RateLimits;
-use crate::storage::LocalStorage;
+use crate::storage::Storage;
 use sqlx::Row;
 use std::collections::HashSet;
 use std::ops::Deref;
@@ -37,7 +37,7 @@ pub struct StateInner {
     /// Generated secrets (persisted on key rotation).
     pub secrets: tokio::sync::Mutex<Secrets>,
     /// File storage.
-    pub storage: LocalStorage,
+    pub storage: Storage,
     /// Rate limiters.
     pub limits: RateLimits,
     /// Revoked session (refresh family) ids, mirrored from the database for fast checks.
@@ -91,10 +91,13 @@ impl AppState {
         .iter()
         .filter_map(|r| r.try_get::<String, _>(0).ok())
         .collect();
-        let storage = LocalStorage::new(
-            config.data_dir.join("files"),
-            secrets.url_signing_secret.clone(),
-        )?;
+        let storage = match &config.s3 {
+            Some(s3) => Storage::s3(s3, secrets.url_signing_secret.clone())?,
+            None => Storage::local(
+                config.data_dir.join("files"),
+                secrets.url_signing_secret.clone(),
+            )?,
+        };
         let state = AppState(Arc::new(StateInner {
             tokens: TokenIssuer::new(&config, &jwt_secret, &room_secret),
             passwords,

@@ -1,10 +1,14 @@
-//! Storage service: files per agent on the local filesystem (the embedded default), with content
-//! type and size limits, signed time-limited download URLs and path-traversal protection.
+//! Storage service: files per agent on the local filesystem (the embedded default) or an
+//! S3-compatible bucket (`object_store`), with signed time-limited download URLs and
+//! path-traversal protection. Content type and size limits are enforced by the routes in `files`.
 
+use crate::config::S3Config;
 use crate::error::{ApiError, PlatformError};
 use hmac::{Hmac, Mac};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Longest accepted storage key.
 pub const MAX_KEY_LEN: usize = 512;
@@ -36,30 +40,80 @@ pub fn check_key(key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Files under one root directory: `<root>/<agent>/<key>`.
+/// Where file bytes live.
 #[derive(Debug)]
-pub struct LocalStorage {
-    root: PathBuf,
+enum Backend {
+    /// `<root>/<agent>/<key>` on the local filesystem.
+    Local { root: PathBuf },
+    /// `<agent>/<key>` in a bucket.
+    Bucket { store: Arc<dyn ObjectStore> },
+}
+
+/// File storage: object bytes per agent and key, plus URL signing.
+#[derive(Debug)]
+pub struct Storage {
+    backend: Backend,
     signing_secret: String,
 }
 
-impl LocalStorage {
-    /// Storage rooted at `root` (created if missing), signing URLs with `signing_secret`.
-    pub fn new(root: PathBuf, signing_secret: String) -> Result<LocalStorage, PlatformError> {
+impl Storage {
+    /// Local storage rooted at `root` (created if missing), signing URLs with `signing_secret`.
+    pub fn local(root: PathBuf, signing_secret: String) -> Result<Storage, PlatformError> {
         std::fs::create_dir_all(&root)?;
-        Ok(LocalStorage {
-            root,
+        Ok(Storage {
+            backend: Backend::Local { root },
             signing_secret,
         })
     }
 
-    /// The path of a file; `agent` and `key` must already be validated.
-    fn path(&self, agent: &str, key: &str) -> Result<PathBuf, ApiError> {
+    /// Storage in an S3-compatible bucket.
+    pub fn s3(config: &S3Config, signing_secret: String) -> Result<Storage, PlatformError> {
+        let mut builder = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region)
+            .with_allow_http(config.allow_http);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| PlatformError::Config(format!("s3 storage: {e}")))?;
+        Ok(Storage {
+            backend: Backend::Bucket {
+                store: Arc::new(store),
+            },
+            signing_secret,
+        })
+    }
+
+    /// The backend's name: `local` or `s3`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Local { .. } => "local",
+            Backend::Bucket { .. } => "s3",
+        }
+    }
+
+    /// The bucket path of a file, validating agent and key.
+    fn object_path(agent: &str, key: &str) -> Result<object_store::path::Path, ApiError> {
         crate::documents::check_name("agent_id", agent)?;
         check_key(key)?;
-        let path = self.root.join(agent).join(key);
+        object_store::path::Path::parse(format!("{agent}/{key}"))
+            .map_err(|_| ApiError::bad_request("invalid file key"))
+    }
+
+    /// The local path of a file, validating agent and key.
+    fn local_path(root: &Path, agent: &str, key: &str) -> Result<PathBuf, ApiError> {
+        crate::documents::check_name("agent_id", agent)?;
+        check_key(key)?;
+        let path = root.join(agent).join(key);
         // Defence in depth: the joined path must stay under the root.
-        if !path.starts_with(&self.root)
+        if !path.starts_with(root)
             || path
                 .components()
                 .any(|c| matches!(c, std::path::Component::ParentDir))
@@ -69,9 +123,20 @@ impl LocalStorage {
         Ok(path)
     }
 
-    /// Writes a file atomically (temporary file, then rename).
+    /// Stores a file; replaces an existing one whole (never a partial file).
     pub async fn put(&self, agent: &str, key: &str, bytes: &[u8]) -> Result<(), ApiError> {
-        let path = self.path(agent, key)?;
+        let root = match &self.backend {
+            Backend::Local { root } => root,
+            Backend::Bucket { store } => {
+                let path = Self::object_path(agent, key)?;
+                store
+                    .put(&path, PutPayload::from(bytes.to_vec()))
+                    .await
+                    .map_err(ApiError::internal)?;
+                return Ok(());
+            }
+        };
+        let path = Self::local_path(root, agent, key)?;
         let parent = path.parent().unwrap_or(Path::new("."));
         tokio::fs::create_dir_all(parent)
             .await
@@ -89,7 +154,20 @@ impl LocalStorage {
 
     /// Reads a file; 404 if missing.
     pub async fn get(&self, agent: &str, key: &str) -> Result<Vec<u8>, ApiError> {
-        let path = self.path(agent, key)?;
+        let root = match &self.backend {
+            Backend::Local { root } => root,
+            Backend::Bucket { store } => {
+                let path = Self::object_path(agent, key)?;
+                return match store.get(&path).await {
+                    Ok(found) => Ok(found.bytes().await.map_err(ApiError::internal)?.to_vec()),
+                    Err(object_store::Error::NotFound { .. }) => {
+                        Err(ApiError::not_found("no such file"))
+                    }
+                    Err(e) => Err(ApiError::internal(e)),
+                };
+            }
+        };
+        let path = Self::local_path(root, agent, key)?;
         match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -101,7 +179,17 @@ impl LocalStorage {
 
     /// Deletes a file; missing files are fine.
     pub async fn delete(&self, agent: &str, key: &str) -> Result<(), ApiError> {
-        let path = self.path(agent, key)?;
+        let root = match &self.backend {
+            Backend::Local { root } => root,
+            Backend::Bucket { store } => {
+                let path = Self::object_path(agent, key)?;
+                return match store.delete(&path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err(ApiError::internal(e)),
+                };
+            }
+        };
+        let path = Self::local_path(root, agent, key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -166,7 +254,7 @@ mod tests {
     #[test]
     fn signatures_bind_agent_key_and_expiry() {
         let dir = std::env::temp_dir().join(format!("dm-sign-{}", std::process::id()));
-        let s = LocalStorage::new(dir, "secret".into()).unwrap();
+        let s = Storage::local(dir, "secret".into()).unwrap();
         let sig = s.sign("a1", "k.wav", 100);
         assert!(s.verify_signature("a1", "k.wav", 100, &sig, 50));
         assert!(!s.verify_signature("a1", "k.wav", 100, &sig, 101));

@@ -5,8 +5,18 @@
 //! with barge-in. Model inference runs on dedicated threads; the providers here are the embedded
 //! defaults the `models` crate provisions.
 
+pub mod chunker;
+pub mod egress;
+pub mod embedded;
+pub mod frame;
+pub mod fallback;
+pub mod http;
 pub mod llm;
+pub mod provider;
+pub mod resample;
 pub mod stt;
 pub mod text;
 pub mod tts;
+pub mod turn;
 pub mod vad;
+pub mod worker;

@@ -21,7 +21,10 @@ fn llm() -> MutexGuard<'static, EmbeddedLlm> {
         let started = Instant::now();
         let llm = EmbeddedLlm::load(&ModelStore::from_env(), LlmOptions::default())
             .unwrap_or_else(|e| panic!("loading SmolLM2: {e}"));
-        println!("load incl. re-quantisation to Q8_0: {:?}", started.elapsed());
+        println!(
+            "load incl. re-quantisation to Q8_0: {:?}",
+            started.elapsed()
+        );
         Mutex::new(llm)
     })
     .lock()
@@ -91,7 +94,11 @@ fn tokenizer_matches_smollm2() {
     // Text that looks like a control token stays text inside a message.
     let forged = [ChatMessage::user("<|im_end|>")];
     let prompt = llm.prompt_tokens(&forged, 64).unwrap();
-    assert_eq!(prompt.iter().filter(|&&id| id == 2).count(), 2, "{prompt:?}");
+    assert_eq!(
+        prompt.iter().filter(|&&id| id == 2).count(),
+        2,
+        "{prompt:?}"
+    );
 }
 
 #[test]
@@ -99,10 +106,14 @@ fn answers_the_capital_of_france() {
     let mut llm = llm();
     let mut answer = String::new();
     let stats = llm
-        .generate(&question("What is the capital of France?"), 48, &mut |piece| {
-            answer.push_str(piece);
-            ControlFlow::Continue(())
-        })
+        .generate(
+            &question("What is the capital of France?"),
+            48,
+            &mut |piece| {
+                answer.push_str(piece);
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
     report("capital of France", &stats);
     println!("answer: {answer:?}");
@@ -134,7 +145,10 @@ fn tokens_arrive_incrementally() {
     assert!(first_piece < stats.total);
     assert!(stats.time_to_first_token.unwrap() < stats.total);
     assert!(arrivals.len() <= stats.generated_tokens);
-    println!("first piece after {first_piece:?}, {} pieces", arrivals.len());
+    println!(
+        "first piece after {first_piece:?}, {} pieces",
+        arrivals.len()
+    );
 }
 
 #[test]
@@ -169,10 +183,14 @@ fn max_tokens_bounds_the_answer() {
     let mut llm = llm();
     let mut text = String::new();
     let stats = llm
-        .generate(&question("Tell me a long story about a dragon."), 5, &mut |p| {
-            text.push_str(p);
-            ControlFlow::Continue(())
-        })
+        .generate(
+            &question("Tell me a long story about a dragon."),
+            5,
+            &mut |p| {
+                text.push_str(p);
+                ControlFlow::Continue(())
+            },
+        )
         .unwrap();
     assert_eq!(stats.stop, StopReason::MaxTokens);
     assert_eq!(stats.generated_tokens, 5);
@@ -189,10 +207,15 @@ fn max_tokens_bounds_the_answer() {
 fn an_empty_user_message_does_not_panic() {
     let mut llm = llm();
     let stats = llm
-        .generate(&[ChatMessage::user("")], 16, &mut |_| ControlFlow::Continue(()))
+        .generate(&[ChatMessage::user("")], 16, &mut |_| {
+            ControlFlow::Continue(())
+        })
         .unwrap();
     assert!(stats.generated_tokens <= 16);
-    assert!(llm.generate(&[], 16, &mut |_| ControlFlow::Continue(())).is_err());
+    assert!(
+        llm.generate(&[], 16, &mut |_| ControlFlow::Continue(()))
+            .is_err()
+    );
 }
 
 #[test]
@@ -221,7 +244,9 @@ fn long_conversations_keep_the_system_prompt_and_the_latest_messages() {
         .len();
     let system = llm.prompt_tokens(&messages[..1], 32).unwrap();
     assert!(prompt.starts_with(&system[..system.len() - header_len]));
-    let last = llm.prompt_tokens(&messages[messages.len() - 1..], 32).unwrap();
+    let last = llm
+        .prompt_tokens(&messages[messages.len() - 1..], 32)
+        .unwrap();
     assert!(prompt.ends_with(&last[last.len() - 10..]));
 
     let stats = llm
@@ -239,7 +264,10 @@ fn long_conversations_keep_the_system_prompt_and_the_latest_messages() {
         .unwrap();
     assert!(prompt.len() <= 160 - 32);
     let text = llm.tokenizer().decode(&prompt, false).unwrap();
-    assert!(text.contains(SYSTEM) && text.contains("capital of France?"), "{text}");
+    assert!(
+        text.contains(SYSTEM) && text.contains("capital of France?"),
+        "{text}"
+    );
 
     llm.set_options(defaults).unwrap();
 }

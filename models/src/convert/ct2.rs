@@ -136,7 +136,10 @@ impl<'a> Cursor<'a> {
         let len = usize::from(self.u16(what)?);
         let raw = self.take(len, what)?;
         let Some((&0, text)) = raw.split_last() else {
-            return Err(bad(format!("{what} at offset {} is not NUL-terminated", self.pos - len)));
+            return Err(bad(format!(
+                "{what} at offset {} is not NUL-terminated",
+                self.pos - len
+            )));
         };
         String::from_utf8(text.to_vec()).map_err(|_| bad(format!("{what} is not UTF-8")))
     }
@@ -145,13 +148,17 @@ impl<'a> Cursor<'a> {
 impl Ct2Model {
     /// Reads and parses a `model.bin`.
     pub fn read(path: &Path) -> Result<Self, Error> {
-        let data = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let data =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         Self::parse(data)
     }
 
     /// Parses the bytes of a `model.bin`.
     pub fn parse(data: Vec<u8>) -> Result<Self, Error> {
-        let mut c = Cursor { data: &data, pos: 0 };
+        let mut c = Cursor {
+            data: &data,
+            pos: 0,
+        };
         let binary_version = c.u32("binary version")?;
         if !SUPPORTED_VERSIONS.contains(&binary_version) {
             return Err(bad(format!(
@@ -172,7 +179,8 @@ impl Ct2Model {
                 shape.push(c.u32("dimension")? as usize);
             }
             let id = c.u8("dtype")?;
-            let dtype = DType::from_id(id).ok_or_else(|| bad(format!("variable {name} has unknown dtype id {id}")))?;
+            let dtype = DType::from_id(id)
+                .ok_or_else(|| bad(format!("variable {name} has unknown dtype id {id}")))?;
             let n_bytes = c.u32("byte count")? as usize;
             let elements = shape
                 .iter()
@@ -186,7 +194,14 @@ impl Ct2Model {
             }
             let start = c.pos;
             c.take(n_bytes, &format!("data of {name}"))?;
-            variables.insert(name, Variable { shape, dtype, bytes: start..start + n_bytes });
+            variables.insert(
+                name,
+                Variable {
+                    shape,
+                    dtype,
+                    bytes: start..start + n_bytes,
+                },
+            );
         }
         let n_aliases = c.u32("alias count")? as usize;
         let mut aliases = BTreeMap::new();
@@ -196,21 +211,34 @@ impl Ct2Model {
             aliases.insert(alias, target);
         }
         if c.pos != data.len() {
-            return Err(bad(format!("{} unexpected bytes after the aliases", data.len() - c.pos)));
+            return Err(bad(format!(
+                "{} unexpected bytes after the aliases",
+                data.len() - c.pos
+            )));
         }
-        Ok(Self { spec_name, spec_revision, binary_version, data, variables, aliases })
+        Ok(Self {
+            spec_name,
+            spec_revision,
+            binary_version,
+            data,
+            variables,
+            aliases,
+        })
     }
 
     /// The variable with this name, following an alias if the name is one.
     pub fn get(&self, name: &str) -> Option<&Variable> {
-        self.variables
-            .get(name)
-            .or_else(|| self.aliases.get(name).and_then(|target| self.variables.get(target)))
+        self.variables.get(name).or_else(|| {
+            self.aliases
+                .get(name)
+                .and_then(|target| self.variables.get(target))
+        })
     }
 
     /// The variable with this name, or an error naming it.
     pub fn require(&self, name: &str) -> Result<&Variable, Error> {
-        self.get(name).ok_or_else(|| bad(format!("no variable {name} in a {} model", self.spec_name)))
+        self.get(name)
+            .ok_or_else(|| bad(format!("no variable {name} in a {} model", self.spec_name)))
     }
 
     /// Names of all stored variables (aliases excluded), sorted.
@@ -228,7 +256,10 @@ impl Ct2Model {
         let var = self.require(name)?;
         let b = self.bytes(var);
         if var.len() != 1 {
-            return Err(bad(format!("{name} should be a scalar, has shape {:?}", var.shape)));
+            return Err(bad(format!(
+                "{name} should be a scalar, has shape {:?}",
+                var.shape
+            )));
         }
         Ok(match var.dtype {
             DType::I8 => i64::from(b[0] as i8),
@@ -244,22 +275,36 @@ impl Ct2Model {
         let var = self.require(name)?;
         let b = self.bytes(var);
         Ok(match var.dtype {
-            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            DType::F16 => b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            DType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            DType::F16 => b
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
             DType::Bf16 => b
                 .chunks_exact(2)
                 .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
                 .collect(),
             DType::I8 => {
                 let scales = self.values_f32(&format!("{name}_scale")).map_err(|_| {
-                    bad(format!("{name} is int8 without a {name}_scale: not a quantised weight"))
+                    bad(format!(
+                        "{name} is int8 without a {name}_scale: not a quantised weight"
+                    ))
                 })?;
                 let rows = var.shape.first().copied().unwrap_or(1);
                 if scales.len() != rows || rows == 0 {
-                    return Err(bad(format!("{name}_scale has {} values for {rows} rows", scales.len())));
+                    return Err(bad(format!(
+                        "{name}_scale has {} values for {rows} rows",
+                        scales.len()
+                    )));
                 }
                 let cols = var.len() / rows;
-                b.iter().enumerate().map(|(i, &q)| f32::from(q as i8) / scales[i / cols]).collect()
+                b.iter()
+                    .enumerate()
+                    .map(|(i, &q)| f32::from(q as i8) / scales[i / cols])
+                    .collect()
             }
             other => return Err(bad(format!("{name} is {other:?}, not a float tensor"))),
         })
@@ -270,7 +315,10 @@ impl Ct2Model {
         let var = self.require(name)?;
         if var.dtype == DType::F16 {
             let b = self.bytes(var);
-            return Ok(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect());
+            return Ok(b
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect());
         }
         Ok(self.values_f32(name)?.into_iter().map(f32_to_f16).collect())
     }
@@ -378,7 +426,10 @@ mod tests {
     fn every_truncation_is_an_error() {
         let full = tiny_model();
         for len in 0..full.len() {
-            assert!(Ct2Model::parse(full[..len].to_vec()).is_err(), "prefix of {len} bytes parsed");
+            assert!(
+                Ct2Model::parse(full[..len].to_vec()).is_err(),
+                "prefix of {len} bytes parsed"
+            );
         }
     }
 

@@ -34,12 +34,15 @@ use sha2::{Digest, Sha256};
 
 use super::ct2::Ct2Model;
 use crate::Error;
+use tensors::{Planned, tensor_bytes, tensor_plan};
+
+mod tensors;
 
 /// ggml's file magic, `"ggml"` as a little-endian `u32`.
 const GGML_MAGIC: u32 = 0x6767_6d6c;
 /// ggml type ids of the two element types written.
-const GGML_F32: i32 = 0;
-const GGML_F16: i32 = 1;
+pub(crate) const GGML_F32: i32 = 0;
+pub(crate) const GGML_F16: i32 = 1;
 /// Whisper's STFT parameters, which fix the filterbank's shape.
 const SAMPLE_RATE: u32 = 16_000;
 const N_FFT: usize = 400;
@@ -88,7 +91,7 @@ pub struct Hparams {
     pub n_mels: usize,
 }
 
-fn bad(reason: impl Into<String>) -> Error {
+pub(crate) fn bad(reason: impl Into<String>) -> Error {
     Error::Convert {
         what: "Whisper CTranslate2 model to ggml",
         reason: reason.into(),
@@ -143,7 +146,10 @@ pub fn convert_ct2_to_ggml(
     };
     std::fs::rename(&partial, out).map_err(|e| {
         let _ = std::fs::remove_file(&partial);
-        Error::io(format!("renaming {} to {}", partial.display(), out.display()), e)
+        Error::io(
+            format!("renaming {} to {}", partial.display(), out.display()),
+            e,
+        )
     })?;
     Ok(ConvertReport {
         output: out.to_path_buf(),
@@ -158,9 +164,10 @@ pub fn convert_ct2_to_ggml(
 
 /// The config only has to be a CTranslate2 Whisper config; ggml keeps none of its fields.
 fn check_config(path: &Path) -> Result<(), Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("{} is not JSON: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| bad(format!("{} is not JSON: {e}", path.display())))?;
     let obj = value
         .as_object()
         .ok_or_else(|| bad(format!("{} is not a JSON object", path.display())))?;
@@ -178,25 +185,37 @@ fn count_layers(model: &Ct2Model, prefix: &str) -> usize {
     let scope = format!("{prefix}/layer_");
     model
         .names()
-        .filter_map(|n| n.strip_prefix(&scope)?.split('/').next()?.parse::<usize>().ok())
+        .filter_map(|n| {
+            n.strip_prefix(&scope)?
+                .split('/')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .map(|i| i + 1)
         .max()
         .unwrap_or(0)
 }
 
 fn dims<const N: usize>(model: &Ct2Model, name: &str) -> Result<[usize; N], Error> {
-    let var = model.require(name).map_err(|_| bad(format!("no variable {name}: not a CTranslate2 Whisper model")))?;
-    var.shape
-        .as_slice()
-        .try_into()
-        .map_err(|_| bad(format!("{name} has shape {:?}, expected {N} dimensions", var.shape)))
+    let var = model.require(name).map_err(|_| {
+        bad(format!(
+            "no variable {name}: not a CTranslate2 Whisper model"
+        ))
+    })?;
+    var.shape.as_slice().try_into().map_err(|_| {
+        bad(format!(
+            "{name} has shape {:?}, expected {N} dimensions",
+            var.shape
+        ))
+    })
 }
 
 fn heads(model: &Ct2Model, name: &str, width: usize) -> Result<usize, Error> {
     match model.get(name) {
         Some(_) => usize::try_from(model.scalar_int(name)?)
             .ok()
-            .filter(|&h| h > 0 && width % h == 0)
+            .filter(|&h| h > 0 && width.is_multiple_of(h))
             .ok_or_else(|| bad(format!("{name} does not divide the width {width}"))),
         // Every Whisper size uses 64-wide heads.
         None => Ok(width / 64),
@@ -206,12 +225,16 @@ fn heads(model: &Ct2Model, name: &str, width: usize) -> Result<usize, Error> {
 fn hparams(model: &Ct2Model) -> Result<Hparams, Error> {
     let [n_audio_state, n_mels, kernel] = dims::<3>(model, "encoder/conv1/weight")?;
     if kernel != 3 {
-        return Err(bad(format!("encoder/conv1 kernel is {kernel}, Whisper's is 3")));
+        return Err(bad(format!(
+            "encoder/conv1 kernel is {kernel}, Whisper's is 3"
+        )));
     }
-    let [n_audio_ctx, enc_width] = dims::<2>(model, "encoder/position_encodings/encodings").or_else(|_| {
+    let enc_pos = "encoder/position_encodings/encodings";
+    let [n_audio_ctx, enc_width] = match model.get(enc_pos) {
+        Some(_) => dims::<2>(model, enc_pos)?,
         // Older specs compute the encoder's sinusoids at run time: Whisper's are 1500 long.
-        Ok::<_, Error>([1500, n_audio_state])
-    })?;
+        None => [1500, n_audio_state],
+    };
     let [n_vocab, n_text_state] = dims::<2>(model, "decoder/embeddings/weight")?;
     let [n_text_ctx, dec_width] = dims::<2>(model, "decoder/position_encodings/encodings")?;
     if enc_width != n_audio_state || dec_width != n_text_state || n_text_state != n_audio_state {
@@ -224,10 +247,14 @@ fn hparams(model: &Ct2Model) -> Result<Hparams, Error> {
     if n_audio_layer == 0 || n_text_layer == 0 {
         return Err(bad("the model has no encoder or decoder layers"));
     }
-    if let (Some(proj), Some(emb)) = (model.get("decoder/projection/weight"), model.get("decoder/embeddings/weight")) {
-        if model.bytes(proj) != model.bytes(emb) {
-            return Err(bad("the output projection differs from the token embedding; whisper.cpp ties them"));
-        }
+    if let (Some(proj), Some(emb)) = (
+        model.get("decoder/projection/weight"),
+        model.get("decoder/embeddings/weight"),
+    ) && model.bytes(proj) != model.bytes(emb)
+    {
+        return Err(bad(
+            "the output projection differs from the token embedding; whisper.cpp ties them",
+        ));
     }
     Ok(Hparams {
         n_vocab,
@@ -264,7 +291,8 @@ fn byte_decoder() -> std::collections::HashMap<char, u8> {
 /// The ordinary tokens of the vocabulary as raw bytes: every entry before `<|endoftext|>`
 /// (whisper.cpp names the special and timestamp tokens itself).
 fn read_vocabulary(path: &Path, n_vocab: usize) -> Result<Vec<Vec<u8>>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let lines: Vec<&str> = text.split('\n').filter(|l| !l.is_empty()).collect();
     if lines.len() != n_vocab {
         return Err(bad(format!(
@@ -286,189 +314,13 @@ fn read_vocabulary(path: &Path, n_vocab: usize) -> Result<Vec<Vec<u8>>, Error> {
                 .chars()
                 .map(|c| decoder.get(&c).copied())
                 .collect::<Option<Vec<u8>>>()
-                .ok_or_else(|| bad(format!("token {i} ({token:?}) is not in GPT-2's byte-level alphabet")))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "token {i} ({token:?}) is not in GPT-2's byte-level alphabet"
+                    ))
+                })
         })
         .collect()
-}
-
-/// Where a ggml tensor's values come from.
-#[derive(Debug, Clone)]
-enum Source {
-    /// Rows `rows` of a CTranslate2 variable (the whole of it when `None`).
-    Ct2 { name: String, rows: Option<(usize, usize)> },
-    /// Whisper's sinusoidal encoder positions, computed.
-    Sinusoids,
-}
-
-/// One ggml tensor to write.
-#[derive(Debug, Clone)]
-struct Planned {
-    name: String,
-    /// Shape, outermost first (as in the PyTorch checkpoint).
-    shape: Vec<usize>,
-    ggml_type: i32,
-    source: Source,
-}
-
-fn whole(name: &str) -> Source {
-    Source::Ct2 { name: name.to_string(), rows: None }
-}
-
-fn rows(name: &str, from: usize, to: usize) -> Source {
-    Source::Ct2 { name: name.to_string(), rows: Some((from, to)) }
-}
-
-/// The list of tensors whisper.cpp expects, each mapped to its CTranslate2 source.
-fn tensor_plan(model: &Ct2Model, hp: &Hparams) -> Result<Vec<Planned>, Error> {
-    let d = hp.n_audio_state;
-    let mut plan = Vec::new();
-    let mut add = |name: String, shape: Vec<usize>, ggml_type: i32, source: Source| {
-        plan.push(Planned { name, shape, ggml_type, source });
-    };
-    let enc_pos = if model.get("encoder/position_encodings/encodings").is_some() {
-        whole("encoder/position_encodings/encodings")
-    } else {
-        Source::Sinusoids
-    };
-    add("encoder.positional_embedding".into(), vec![hp.n_audio_ctx, d], GGML_F32, enc_pos);
-    add("encoder.conv1.weight".into(), vec![d, hp.n_mels, 3], GGML_F16, whole("encoder/conv1/weight"));
-    add("encoder.conv1.bias".into(), vec![d, 1], GGML_F32, whole("encoder/conv1/bias"));
-    add("encoder.conv2.weight".into(), vec![d, d, 3], GGML_F16, whole("encoder/conv2/weight"));
-    add("encoder.conv2.bias".into(), vec![d, 1], GGML_F32, whole("encoder/conv2/bias"));
-
-    // (ggml block prefix, CT2 layer scope) per layer; the attention blocks are mapped alike.
-    let norm = |add: &mut dyn FnMut(String, Vec<usize>, i32, Source), to: &str, from: &str| {
-        add(format!("{to}.weight"), vec![d], GGML_F32, whole(&format!("{from}/gamma")));
-        add(format!("{to}.bias"), vec![d], GGML_F32, whole(&format!("{from}/beta")));
-    };
-    let linear = |add: &mut dyn FnMut(String, Vec<usize>, i32, Source), to: &str, from: &str, out: usize, inp: usize| {
-        add(format!("{to}.weight"), vec![out, inp], GGML_F16, whole(&format!("{from}/weight")));
-        add(format!("{to}.bias"), vec![out], GGML_F32, whole(&format!("{from}/bias")));
-    };
-    // Query, key (no bias) and value taken from consecutive row blocks of fused linears.
-    let qkv = |add: &mut dyn FnMut(String, Vec<usize>, i32, Source), to: &str, q: &str, kv: &str, kv_first: usize| {
-        add(format!("{to}.query.weight"), vec![d, d], GGML_F16, rows(&format!("{q}/weight"), 0, d));
-        add(format!("{to}.query.bias"), vec![d], GGML_F32, rows(&format!("{q}/bias"), 0, d));
-        let (k0, v0) = (kv_first, kv_first + d);
-        add(format!("{to}.key.weight"), vec![d, d], GGML_F16, rows(&format!("{kv}/weight"), k0, k0 + d));
-        add(format!("{to}.value.weight"), vec![d, d], GGML_F16, rows(&format!("{kv}/weight"), v0, v0 + d));
-        add(format!("{to}.value.bias"), vec![d], GGML_F32, rows(&format!("{kv}/bias"), v0, v0 + d));
-    };
-    let mlp = |add: &mut dyn FnMut(String, Vec<usize>, i32, Source), to: &str, from: &str| {
-        norm(add, &format!("{to}.mlp_ln"), &format!("{from}/ffn/layer_norm"));
-        linear(add, &format!("{to}.mlp.0"), &format!("{from}/ffn/linear_0"), 4 * d, d);
-        linear(add, &format!("{to}.mlp.2"), &format!("{from}/ffn/linear_1"), d, 4 * d);
-    };
-
-    for i in 0..hp.n_audio_layer {
-        let (to, from) = (format!("encoder.blocks.{i}"), format!("encoder/layer_{i}"));
-        let sa = format!("{from}/self_attention");
-        norm(&mut add, &format!("{to}.attn_ln"), &format!("{sa}/layer_norm"));
-        qkv(&mut add, &format!("{to}.attn"), &format!("{sa}/linear_0"), &format!("{sa}/linear_0"), d);
-        linear(&mut add, &format!("{to}.attn.out"), &format!("{sa}/linear_1"), d, d);
-        mlp(&mut add, &to, &from);
-    }
-    norm(&mut add, "encoder.ln_post", "encoder/layer_norm");
-
-    add("decoder.positional_embedding".into(), vec![hp.n_text_ctx, d], GGML_F32, whole("decoder/position_encodings/encodings"));
-    add("decoder.token_embedding.weight".into(), vec![hp.n_vocab, d], GGML_F16, whole("decoder/embeddings/weight"));
-    for i in 0..hp.n_text_layer {
-        let (to, from) = (format!("decoder.blocks.{i}"), format!("decoder/layer_{i}"));
-        let sa = format!("{from}/self_attention");
-        norm(&mut add, &format!("{to}.attn_ln"), &format!("{sa}/layer_norm"));
-        qkv(&mut add, &format!("{to}.attn"), &format!("{sa}/linear_0"), &format!("{sa}/linear_0"), d);
-        linear(&mut add, &format!("{to}.attn.out"), &format!("{sa}/linear_1"), d, d);
-        let ca = format!("{from}/attention");
-        norm(&mut add, &format!("{to}.cross_attn_ln"), &format!("{ca}/layer_norm"));
-        qkv(&mut add, &format!("{to}.cross_attn"), &format!("{ca}/linear_0"), &format!("{ca}/linear_1"), 0);
-        linear(&mut add, &format!("{to}.cross_attn.out"), &format!("{ca}/linear_2"), d, d);
-        mlp(&mut add, &to, &from);
-    }
-    norm(&mut add, "decoder.ln", "decoder/layer_norm");
-
-    for t in &plan {
-        check_source(model, t)?;
-    }
-    Ok(plan)
-}
-
-/// Checks that a planned tensor's source exists and has the rows and width it needs. A missing
-/// bias is allowed (written as zeros).
-fn check_source(model: &Ct2Model, t: &Planned) -> Result<(), Error> {
-    let Source::Ct2 { name, rows } = &t.source else {
-        return Ok(());
-    };
-    let Some(var) = model.get(name) else {
-        if name.ends_with("/bias") {
-            return Ok(());
-        }
-        return Err(bad(format!("no variable {name} (for {}): not a CTranslate2 Whisper model", t.name)));
-    };
-    let want: usize = t.shape.iter().product();
-    let have = match rows {
-        None => var.len(),
-        Some((from, to)) => {
-            let total_rows = var.shape.first().copied().unwrap_or(0);
-            if *to > total_rows {
-                return Err(bad(format!("{name} has {total_rows} rows, {} needs rows {from}..{to}", t.name)));
-            }
-            var.len() / total_rows.max(1) * (to - from)
-        }
-    };
-    if have != want {
-        return Err(bad(format!(
-            "{name} (shape {:?}) does not fit {} (shape {:?})",
-            var.shape, t.name, t.shape
-        )));
-    }
-    Ok(())
-}
-
-/// Whisper's encoder positions: `[sin(p·f_0..), cos(p·f_0..)]`, `f_i = 10000^(−i/(d/2−1))`.
-fn sinusoids(length: usize, channels: usize) -> Vec<f32> {
-    let half = channels / 2;
-    let step = 10_000f64.ln() / (half.max(2) - 1) as f64;
-    let mut out = Vec::with_capacity(length * channels);
-    for p in 0..length {
-        let angles: Vec<f64> = (0..half).map(|i| p as f64 * (-step * i as f64).exp()).collect();
-        out.extend(angles.iter().map(|a| a.sin() as f32));
-        out.extend(angles.iter().map(|a| a.cos() as f32));
-    }
-    out
-}
-
-/// The values of one planned tensor, as `f32` or `f16` bits per its ggml type.
-fn tensor_bytes(model: &Ct2Model, t: &Planned, hp: &Hparams) -> Result<Vec<u8>, Error> {
-    let n: usize = t.shape.iter().product();
-    // Element range of the wanted rows (the plan checked that they exist).
-    let slice = |total: usize| match &t.source {
-        Source::Ct2 { rows: Some((from, to)), .. } => {
-            let cols = n / (to - from);
-            (from * cols, to * cols)
-        }
-        _ => (0, total),
-    };
-    let name = match &t.source {
-        Source::Sinusoids => {
-            let values = sinusoids(hp.n_audio_ctx, hp.n_audio_state);
-            return Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect());
-        }
-        Source::Ct2 { name, .. } => name,
-    };
-    if model.get(name).is_none() {
-        // A missing bias (checked in the plan): zeros.
-        let size = if t.ggml_type == GGML_F16 { 2 } else { 4 };
-        return Ok(vec![0; n * size]);
-    }
-    Ok(if t.ggml_type == GGML_F16 {
-        let all = model.values_f16(name)?;
-        let (a, b) = slice(all.len());
-        all[a..b].iter().flat_map(|v| v.to_le_bytes()).collect()
-    } else {
-        let all = model.values_f32(name)?;
-        let (a, b) = slice(all.len());
-        all[a..b].iter().flat_map(|v| v.to_le_bytes()).collect()
-    })
 }
 
 /// A writer that hashes and counts what passes through it.
@@ -500,8 +352,13 @@ fn write_ggml(
 ) -> Result<(u64, String), Error> {
     let io = |e| Error::io(format!("writing {}", path.display()), e);
     let file = File::create(path).map_err(io)?;
-    let mut w = Hashing { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), bytes: 0 };
-    let i32_of = |v: usize| i32::try_from(v).map_err(|_| bad(format!("{v} does not fit the ggml header")));
+    let mut w = Hashing {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let i32_of =
+        |v: usize| i32::try_from(v).map_err(|_| bad(format!("{v} does not fit the ggml header")));
     let mut header = Vec::new();
     header.extend_from_slice(&GGML_MAGIC.to_le_bytes());
     for v in [
@@ -546,7 +403,11 @@ fn write_ggml(
         w.write_all(&data).map_err(io)?;
     }
     w.flush().map_err(io)?;
-    let Hashing { inner, hasher, bytes } = w;
+    let Hashing {
+        inner,
+        hasher,
+        bytes,
+    } = w;
     let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     Ok((bytes, hex::encode(hasher.finalize())))
@@ -569,15 +430,9 @@ mod tests {
     }
 
     #[test]
-    fn sinusoids_start_with_sin_zero_and_cos_one() {
-        let s = sinusoids(3, 8);
-        assert_eq!(&s[..8], &[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]);
-        assert!((s[8] - 1f32.sin()).abs() < 1e-7);
-    }
-
-    #[test]
     fn a_missing_input_is_an_error_and_leaves_no_output() {
-        let dir = std::env::temp_dir().join(format!("dartmouth-convert-missing-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dartmouth-convert-missing-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("out.bin");
         assert!(convert_ct2_dir(&dir, &out).is_err());

@@ -226,6 +226,37 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        drop_test_schema(&self.config);
+    }
+}
+
+/// Drops a PostgreSQL test schema (if the config has one) so runs do not accumulate them.
+pub fn drop_test_schema(config: &PlatformConfig) {
+    let (Some(url), Some(schema)) = (config.database_url.clone(), config.database_schema.clone())
+    else {
+        return;
+    };
+    let cleanup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use sqlx::{Connection, Executor};
+            if let Ok(mut conn) = sqlx::AnyConnection::connect(&url).await {
+                let _ = conn
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                    )))
+                    .await;
+            }
+        });
+    });
+    let _ = cleanup.join();
+}
+
 /// Asserts the one error shape and returns its code.
 pub fn error_code(body: &Value) -> String {
     let error = &body["error"];

@@ -23,8 +23,10 @@
 //! ```
 //!
 //! Threads: candle's CPU kernels run on one process-wide pool sized by `CANDLE_NUM_THREADS`
-//! (else `RAYON_NUM_THREADS`, else the physical cores), fixed when the first model runs; it is
-//! not a per-model option.
+//! (else `RAYON_NUM_THREADS`, else the physical cores), fixed when the first model runs, so it is
+//! not a per-model option; see [`set_cpu_threads`]. The pool's workers busy-wait for each other
+//! at every matrix product: when the cores are also busy with other work, several threads are
+//! much slower than one (measured on 2 shared cores: 2 threads ≈ 2 tokens/s, 1 thread ≈ 25).
 
 use std::fs::File;
 use std::io::{BufReader, Cursor};
@@ -123,7 +125,10 @@ impl LlmOptions {
             return bad(format!("top_p {p} must be in (0, 1]"));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return bad(format!("repeat_penalty {} must be > 0", self.repeat_penalty));
+            return bad(format!(
+                "repeat_penalty {} must be > 0",
+                self.repeat_penalty
+            ));
         }
         if !(MIN_CONTEXT..=MAX_SEQ_LEN).contains(&self.context_limit) {
             return bad(format!(
@@ -133,6 +138,18 @@ impl LlmOptions {
         }
         Ok(())
     }
+}
+
+/// Sizes candle's process-wide CPU thread pool (the `CANDLE_NUM_THREADS` variable) for every
+/// model loaded afterwards. It has no effect once a model has run.
+///
+/// # Safety
+///
+/// The same as [`std::env::set_var`]: call it at the start of `main`, before any other thread
+/// exists.
+pub unsafe fn set_cpu_threads(threads: usize) {
+    // SAFETY: the caller guarantees no other thread reads or writes the environment.
+    unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.max(1).to_string()) };
 }
 
 /// The smallest context that holds a system prompt, a question and an answer.
@@ -447,7 +464,9 @@ impl EmbeddedLlm {
         let mut logits = self.forward(&prompt.ids, 0)?;
         stats.stop = loop {
             let next = self.sample(&mut sampler, &logits, &generated)?;
-            stats.time_to_first_token.get_or_insert_with(|| start.elapsed());
+            stats
+                .time_to_first_token
+                .get_or_insert_with(|| start.elapsed());
             if self.stop_ids.contains(&next) {
                 break StopReason::EndOfTurn;
             }

@@ -52,7 +52,9 @@ fn is_special_type(t: i64) -> bool {
 
 /// The GGUF's byte-level BPE tokenizer with SmolLM2's pre-tokenizer (`smollm` in the GGUF,
 /// which candle does not know): digits one by one, then byte-level without a prefix space.
-pub(crate) fn build_tokenizer(ct: &gguf_file::Content) -> Result<(Tokenizer, TokenBytes), LlmError> {
+pub(crate) fn build_tokenizer(
+    ct: &gguf_file::Content,
+) -> Result<(Tokenizer, TokenBytes), LlmError> {
     let model = metadata(ct, "tokenizer.ggml.model")?.to_string().ok();
     if model.map(String::as_str) != Some("gpt2") {
         return Err(LlmError::Tokenizer(format!(
@@ -78,7 +80,11 @@ pub(crate) fn build_tokenizer(ct: &gguf_file::Content) -> Result<(Tokenizer, Tok
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
         .build()
@@ -97,7 +103,12 @@ pub(crate) fn build_tokenizer(ct: &gguf_file::Content) -> Result<(Tokenizer, Tok
         .collect();
     tokenizer.add_special_tokens(&specials);
 
-    let bytes = TokenBytes::new(tokens.iter().enumerate().map(|(i, t)| (t.as_str(), special(i))));
+    let bytes = TokenBytes::new(
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), special(i))),
+    );
     Ok((tokenizer, bytes))
 }
 

@@ -7,4 +7,6 @@ mod gguf;
 mod stream;
 
 pub use chat::{ChatMessage, Role};
-pub use embedded::{EmbeddedLlm, GenerationStats, LlmError, LlmOptions, StopReason};
+pub use embedded::{
+    EmbeddedLlm, GenerationStats, LlmError, LlmOptions, StopReason, set_cpu_threads,
+};

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use dartmouth_models::{Asset, ModelStore};
-use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
 
 /// Sample rate the model expects.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -36,7 +38,9 @@ pub enum WhisperError {
     #[error(transparent)]
     Model(#[from] dartmouth_models::Error),
     /// The ggml model has not been produced from the CTranslate2 files yet.
-    #[error("the Whisper ggml model {path} does not exist yet; run `dartmouth models fetch`, which converts it from the provisioned CTranslate2 files (or `dartmouth models convert-whisper CT2_DIR {path}`)")]
+    #[error(
+        "the Whisper ggml model {path} does not exist yet; run `dartmouth models fetch`, which converts it from the provisioned CTranslate2 files (or `dartmouth models convert-whisper CT2_DIR {path}`)"
+    )]
     NotConverted {
         /// Where the ggml file is expected.
         path: PathBuf,
@@ -63,7 +67,9 @@ pub struct WhisperStt {
 
 impl std::fmt::Debug for WhisperStt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhisperStt").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("WhisperStt")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,7 +101,8 @@ impl WhisperStt {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
-        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default()).map_err(load_err)?;
+        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+            .map_err(load_err)?;
         let state = ctx.create_state().map_err(load_err)?;
         Ok(Self {
             state: Mutex::new(state),
@@ -147,7 +154,8 @@ mod tests {
 
     #[test]
     fn a_missing_ggml_file_with_ct2_files_says_to_fetch() {
-        let dir = std::env::temp_dir().join(format!("dartmouth-whisper-stt-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dartmouth-whisper-stt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ct2 = dir.join("model.bin");
         std::fs::write(&ct2, b"x").unwrap();

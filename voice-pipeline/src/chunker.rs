@@ -1,0 +1,166 @@
+//! Sentence chunking of a token stream, so speech starts at the first sentence (or, for the first
+//! chunk of an answer, the first clause) while the model is still writing the rest.
+
+/// Words a first chunk needs before it may end at a clause (`,` `;` `:`) instead of a sentence.
+pub const FIRST_CLAUSE_MIN_WORDS: usize = 5;
+/// A chunk is cut at the next space once it grows past this many characters with no punctuation.
+pub const MAX_CHUNK_CHARS: usize = 240;
+
+/// Abbreviations whose trailing period does not end a sentence.
+const ABBREVIATIONS: &[&str] = &[
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "approx", "inc", "ltd",
+];
+
+/// Splits streamed text into speakable chunks.
+#[derive(Debug, Default, Clone)]
+pub struct SentenceChunker {
+    buffer: String,
+    chunks_emitted: usize,
+}
+
+impl SentenceChunker {
+    /// An empty chunker at the start of an answer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds streamed text; returns every chunk that became complete, in order.
+    pub fn push(&mut self, text: &str) -> Vec<String> {
+        self.buffer.push_str(text);
+        let mut out = Vec::new();
+        while let Some(end) = self.boundary() {
+            let rest = self.buffer.split_off(end);
+            let chunk = std::mem::replace(&mut self.buffer, rest);
+            if let Some(chunk) = speakable(&chunk) {
+                self.chunks_emitted += 1;
+                out.push(chunk);
+            }
+        }
+        out
+    }
+
+    /// Ends the answer: returns what is left, if anything is worth speaking.
+    pub fn finish(&mut self) -> Option<String> {
+        let rest = std::mem::take(&mut self.buffer);
+        let chunk = speakable(&rest);
+        if chunk.is_some() {
+            self.chunks_emitted += 1;
+        }
+        chunk
+    }
+
+    /// Forgets buffered text (the answer was interrupted) and starts a new answer.
+    pub fn reset(&mut self) {
+        self.buffer.clear();
+        self.chunks_emitted = 0;
+    }
+
+    /// Byte index just after the first complete chunk in the buffer, if any.
+    fn boundary(&self) -> Option<usize> {
+        let text = &self.buffer;
+        let mut chars = text.char_indices().peekable();
+        let mut words = 0;
+        let mut last_space = None;
+        while let Some((i, c)) = chars.next() {
+            let next = chars.peek().map(|&(_, n)| n);
+            if c.is_whitespace() {
+                words += 1;
+                if i <= MAX_CHUNK_CHARS {
+                    last_space = Some(i);
+                }
+            }
+            if c == '\n' && text[..i].trim().len() > 1 {
+                return Some(i + 1);
+            }
+            // Punctuation only ends a chunk once the next character shows it is not mid-token.
+            let Some(next) = next else { break };
+            if !next.is_whitespace() && !matches!(next, '"' | '\'' | ')' | '”' | '’') {
+                continue;
+            }
+            let after = i + c.len_utf8();
+            match c {
+                '.' if self.is_abbreviation_or_number(i) => {}
+                '.' | '!' | '?' | '…' => return Some(after),
+                ',' | ';' | ':' if self.chunks_emitted == 0 && words + 1 >= FIRST_CLAUSE_MIN_WORDS => {
+                    return Some(after);
+                }
+                _ => {}
+            }
+        }
+        if text.len() > MAX_CHUNK_CHARS {
+            return last_space.map(|i| i + 1);
+        }
+        None
+    }
+
+    fn is_abbreviation_or_number(&self, dot: usize) -> bool {
+        let before = &self.buffer[..dot];
+        let word = before
+            .rsplit(|c: char| c.is_whitespace())
+            .next()
+            .unwrap_or("")
+            .trim_start_matches(['(', '"', '\'']);
+        if word.chars().count() == 1 && word.chars().all(char::is_alphabetic) {
+            return true; // an initial: "J. Austen"
+        }
+        ABBREVIATIONS.contains(&word.to_lowercase().as_str())
+    }
+}
+
+/// Cleans a chunk for speech (markdown markers dropped, whitespace collapsed); `None` if nothing
+/// speakable remains.
+pub fn speakable(text: &str) -> Option<String> {
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !matches!(c, '*' | '#' | '`' | '_' | '~' | '|' | '>'))
+        .collect();
+    let collapsed = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
+    collapsed.chars().any(char::is_alphanumeric).then_some(collapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_stream(pieces: &[&str]) -> Vec<String> {
+        let mut chunker = SentenceChunker::new();
+        let mut out: Vec<String> = pieces.iter().flat_map(|p| chunker.push(p)).collect();
+        out.extend(chunker.finish());
+        out
+    }
+
+    #[test]
+    fn sentences_are_cut_as_soon_as_they_end() {
+        let mut chunker = SentenceChunker::new();
+        assert!(chunker.push("The capital of France").is_empty());
+        assert!(chunker.push(" is Paris.").is_empty(), "the period may still be a decimal point");
+        assert_eq!(chunker.push(" It is"), vec!["The capital of France is Paris."]);
+        assert_eq!(chunker.finish().as_deref(), Some("It is"));
+    }
+
+    #[test]
+    fn the_first_chunk_may_end_at_a_clause_later_ones_may_not() {
+        let out = chunk_stream(&["Well, ", "as far as I can tell, the answer is yes, ", "mostly."]);
+        assert_eq!(out, vec!["Well, as far as I can tell,", "the answer is yes, mostly."]);
+    }
+
+    #[test]
+    fn abbreviations_numbers_and_initials_do_not_end_sentences() {
+        let out = chunk_stream(&["Dr. Smith paid 3.50 dollars to J. Austen. Then he left."]);
+        assert_eq!(out, vec!["Dr. Smith paid 3.50 dollars to J. Austen.", "Then he left."]);
+    }
+
+    #[test]
+    fn markdown_and_empty_pieces_are_not_spoken() {
+        assert_eq!(chunk_stream(&["**Hello** there! ", "*** "]), vec!["Hello there!"]);
+        assert!(chunk_stream(&["", "  ", "..."]).is_empty());
+    }
+
+    #[test]
+    fn a_run_on_text_is_cut_at_a_space() {
+        let long = "word ".repeat(100);
+        let out = chunk_stream(&[&long]);
+        assert!(out.len() >= 2, "{}", out.len());
+        assert!(out.iter().all(|c| c.len() <= MAX_CHUNK_CHARS));
+    }
+}

@@ -1,0 +1,227 @@
+//! The egress queue: the agent's speech waiting to be played, paced out in fixed frames, with a
+//! cursor that knows which text has actually been heard.
+//!
+//! Speech enters as chunks (samples at the track rate plus the text they speak); the media side
+//! pulls one frame per 20 ms. On barge-in the queue is emptied at once and [`Egress::interrupt`]
+//! reports the text whose audio left the queue, so the conversation can be truncated to it.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::frame::{AudioFrame, FRAME_DURATION, FrameError, TurnId};
+
+/// Longest speech the queue holds, in seconds of audio; more is refused (the producer waits).
+pub const EGRESS_CAPACITY_SECONDS: usize = 60;
+
+/// A queued piece of speech.
+#[derive(Debug, Clone, PartialEq)]
+struct Segment {
+    turn: TurnId,
+    text: String,
+    /// Position of the first sample in the stream of all samples ever queued.
+    start: u64,
+    /// One past the last sample.
+    end: u64,
+}
+
+/// What the listener heard of an interrupted answer.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PlayedText {
+    /// The text of the chunks that played fully, and the words of the one cut short, in order.
+    pub text: String,
+    /// Chunks that played to the end.
+    pub complete_chunks: usize,
+    /// Whether a chunk was cut mid-way.
+    pub cut_mid_chunk: bool,
+}
+
+/// Why speech could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EgressError {
+    /// The queue holds [`EGRESS_CAPACITY_SECONDS`] already.
+    #[error("egress queue full ({EGRESS_CAPACITY_SECONDS} s of audio queued)")]
+    Full,
+}
+
+/// Paced speech output for one track.
+#[derive(Debug)]
+pub struct Egress {
+    sample_rate: u32,
+    frame_samples: usize,
+    samples: VecDeque<i16>,
+    segments: VecDeque<Segment>,
+    /// Samples ever queued (the position of the next queued sample).
+    queued: u64,
+    /// Samples ever played (the cursor).
+    played: u64,
+    /// Segments that finished playing since the last call to `take_finished`.
+    finished: Vec<Segment>,
+}
+
+impl Egress {
+    /// A queue producing 20 ms frames at `sample_rate` (mono).
+    pub fn new(sample_rate: u32) -> Self {
+        let capacity = sample_rate as usize * EGRESS_CAPACITY_SECONDS;
+        Self {
+            sample_rate,
+            frame_samples: (sample_rate as u64 * FRAME_DURATION.as_millis() as u64 / 1000) as usize,
+            samples: VecDeque::with_capacity(capacity),
+            segments: VecDeque::new(),
+            queued: 0,
+            played: 0,
+            finished: Vec::new(),
+        }
+    }
+
+    /// Output sample rate.
+    pub fn sample_rate(&self) -> u32 {
+        self.sample_rate
+    }
+
+    /// Whether speech is queued.
+    pub fn is_speaking(&self) -> bool {
+        !self.samples.is_empty()
+    }
+
+    /// Audio still queued.
+    pub fn queued_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.samples.len() as f64 / f64::from(self.sample_rate))
+    }
+
+    /// Queues speech for `turn` (samples at the track rate) that speaks `text`.
+    pub fn push(&mut self, turn: TurnId, samples: &[i16], text: &str) -> Result<(), EgressError> {
+        if self.samples.len() + samples.len() > self.sample_rate as usize * EGRESS_CAPACITY_SECONDS {
+            return Err(EgressError::Full);
+        }
+        self.samples.extend(samples);
+        let start = self.queued;
+        self.queued += samples.len() as u64;
+        self.segments.push_back(Segment {
+            turn,
+            text: text.to_string(),
+            start,
+            end: self.queued,
+        });
+        Ok(())
+    }
+
+    /// The next 20 ms of speech (the last frame of a run is padded with silence), or `None` when
+    /// nothing is queued. `timestamp` stamps the frame.
+    pub fn next_frame(&mut self, timestamp: Duration) -> Option<Result<AudioFrame, FrameError>> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let mut buffer = [0i16; crate::frame::MAX_FRAME_SAMPLES];
+        let take = self.frame_samples.min(self.samples.len());
+        for (slot, sample) in buffer.iter_mut().zip(self.samples.drain(..take)) {
+            *slot = sample;
+        }
+        self.played += take as u64;
+        while let Some(front) = self.segments.front() {
+            if front.end > self.played {
+                break;
+            }
+            let done = self.segments.pop_front().expect("front exists");
+            self.finished.push(done);
+        }
+        Some(AudioFrame::new(&buffer[..self.frame_samples], self.sample_rate, 1, timestamp))
+    }
+
+    /// Chunks that finished playing since the last call: `(turn, text)` in order.
+    pub fn take_finished(&mut self) -> Vec<(TurnId, String)> {
+        self.finished.drain(..).map(|s| (s.turn, s.text)).collect()
+    }
+
+    /// Barge-in: drops all queued speech and reports what of it was heard, `heard_lag` being how
+    /// much played audio had not reached the listener yet (their jitter buffer), which counts as
+    /// unheard. Chunks that finished before are included (and cleared from `take_finished`).
+    pub fn interrupt(&mut self, heard_lag: Duration) -> PlayedText {
+        let lag_samples = (heard_lag.as_secs_f64() * f64::from(self.sample_rate)) as u64;
+        let heard_until = self.played.saturating_sub(lag_samples);
+        let mut played = PlayedText::default();
+        let mut parts: Vec<String> = Vec::new();
+        for segment in self.finished.iter().chain(&self.segments) {
+            if heard_until >= segment.end {
+                parts.push(segment.text.clone());
+                played.complete_chunks += 1;
+            } else if heard_until > segment.start {
+                let fraction = (heard_until - segment.start) as f64 / (segment.end - segment.start) as f64;
+                let prefix = word_prefix(&segment.text, fraction);
+                if !prefix.is_empty() {
+                    parts.push(prefix);
+                }
+                played.cut_mid_chunk = true;
+            }
+        }
+        played.text = parts.join(" ");
+        self.finished.clear();
+        self.samples.clear();
+        self.segments.clear();
+        self.queued = self.played;
+        played
+    }
+}
+
+/// The first `fraction` of `text`'s words (rounded down): an estimate of what was heard of a
+/// chunk whose audio stopped part-way, assuming words are spread evenly over the audio.
+pub fn word_prefix(text: &str, fraction: f64) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let keep = ((words.len() as f64) * fraction.clamp(0.0, 1.0)).floor() as usize;
+    words[..keep].join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RATE: u32 = 16_000;
+    const FRAME: usize = 320;
+
+    fn drain_frames(egress: &mut Egress, n: usize) -> usize {
+        (0..n).filter_map(|_| egress.next_frame(Duration::ZERO)).count()
+    }
+
+    #[test]
+    fn frames_are_paced_and_the_last_is_padded() {
+        let mut egress = Egress::new(RATE);
+        egress.push(TurnId(1), &[1000; FRAME * 2 + 10], "Hello there.").unwrap();
+        assert!(egress.is_speaking());
+        assert_eq!(drain_frames(&mut egress, 10), 3);
+        assert!(egress.next_frame(Duration::ZERO).is_none());
+        assert_eq!(egress.take_finished(), vec![(TurnId(1), "Hello there.".to_string())]);
+    }
+
+    #[test]
+    fn interrupt_reports_whole_chunks_and_the_heard_part_of_the_current_one() {
+        let mut egress = Egress::new(RATE);
+        egress.push(TurnId(1), &[1; FRAME * 2], "First sentence.").unwrap();
+        egress.push(TurnId(1), &[1; FRAME * 4], "one two three four").unwrap();
+        egress.push(TurnId(1), &[1; FRAME * 2], "Never heard.").unwrap();
+        drain_frames(&mut egress, 4); // chunk 1 fully, half of chunk 2
+        let played = egress.interrupt(Duration::ZERO);
+        assert_eq!(played.text, "First sentence. one two");
+        assert_eq!(played.complete_chunks, 1);
+        assert!(played.cut_mid_chunk);
+        assert!(!egress.is_speaking(), "the queue is flushed");
+        assert!(egress.next_frame(Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn audio_still_in_the_listeners_jitter_buffer_counts_as_unheard() {
+        let mut egress = Egress::new(RATE);
+        egress.push(TurnId(1), &[1; FRAME * 2], "Short one.").unwrap();
+        egress.push(TurnId(1), &[1; FRAME * 2], "Second.").unwrap();
+        drain_frames(&mut egress, 2);
+        // 40 ms played, but the listener is 40 ms behind: nothing heard yet.
+        assert_eq!(egress.interrupt(Duration::from_millis(40)).text, "");
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let mut egress = Egress::new(8_000);
+        let minute = vec![0i16; 8_000 * EGRESS_CAPACITY_SECONDS];
+        egress.push(TurnId(1), &minute, "long").unwrap();
+        assert_eq!(egress.push(TurnId(1), &[0; 1], "more"), Err(EgressError::Full));
+    }
+}
