@@ -55,18 +55,25 @@ impl Default for ServerConfig {
     }
 }
 
-/// The platform sidecar's listener.
+/// The platform sidecar: its listener and its service settings (see `dartmouth_platform::PlatformConfig`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PlatformSection {
     /// HTTP listener of the sidecar (loopback by default: it is an internal API).
     pub http: String,
+    /// Everything else: database, tokens, limits, storage.
+    #[serde(flatten)]
+    pub service: dartmouth_platform::PlatformConfig,
 }
 
 impl Default for PlatformSection {
     fn default() -> Self {
         Self {
             http: "127.0.0.1:8081".into(),
+            service: dartmouth_platform::PlatformConfig {
+                data_dir: dartmouth_models::default_home().join("platform"),
+                ..dartmouth_platform::PlatformConfig::default()
+            },
         }
     }
 }

@@ -4,6 +4,7 @@ mod config;
 mod logging;
 mod models_cmd;
 mod server;
+mod voice_cmd;
 
 use std::path::PathBuf;
 
@@ -43,6 +44,50 @@ enum Command {
         #[arg(long, value_name = "URL")]
         platform_url: Option<String>,
     },
+    /// Run the platform sidecar alone.
+    Platform {
+        /// HTTP listen address (overrides `platform.http`).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+    },
+    /// Speak a text into a WAV file (text to speech alone).
+    Say {
+        /// What to say.
+        text: String,
+        /// Output WAV file.
+        #[arg(long, default_value = "say.wav")]
+        out: PathBuf,
+        /// Voice engine.
+        #[arg(long, value_enum, default_value = "piper")]
+        voice: voice_cmd::TtsChoice,
+    },
+    /// Run the whole voice pipeline on a WAV question and write the spoken answer.
+    Converse {
+        /// Question WAV (any supported rate, mono or stereo).
+        #[arg(long = "in", value_name = "WAV")]
+        input: PathBuf,
+        /// Answer WAV.
+        #[arg(long, value_name = "WAV", default_value = "answer.wav")]
+        out: PathBuf,
+        /// Feed the audio as fast as the pipeline takes it instead of in real time.
+        #[arg(long)]
+        fast: bool,
+        /// Speech to text engine.
+        #[arg(long, value_enum, default_value = "moonshine")]
+        stt: voice_cmd::SttChoice,
+        /// Text to speech engine.
+        #[arg(long, value_enum, default_value = "piper")]
+        tts: voice_cmd::TtsChoice,
+        /// System prompt.
+        #[arg(long)]
+        system_prompt: Option<String>,
+    },
+    /// Run a benchmark suite and print its table.
+    Bench {
+        /// Which suite.
+        #[arg(value_enum)]
+        suite: BenchSuite,
+    },
     /// Manage the embedded model files.
     Models {
         #[command(subcommand)]
@@ -53,6 +98,12 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BenchSuite {
+    /// Platform sidecar: token verification, authenticated insert and query (SQLite, and PostgreSQL when DATABASE_URL is set).
+    Platform,
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,10 +165,34 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             config.server.platform_url = url.clone();
         }
     }
+    if let Command::Platform { http: Some(http) } = &cli.command {
+        config.platform.http = http.clone();
+    }
     logging::init(&config.log)?;
     let store = config.model_store();
     match cli.command {
         Command::Serve { .. } => serve(config)?,
+        Command::Platform { .. } => platform(config)?,
+        Command::Say { text, out, voice } => voice_cmd::say(&store, &text, &out, voice)?,
+        Command::Converse {
+            input,
+            out,
+            fast,
+            stt,
+            tts,
+            system_prompt,
+        } => voice_cmd::converse(
+            &store,
+            &input,
+            &out,
+            &voice_cmd::ConverseOptions {
+                fast,
+                stt,
+                tts,
+                system_prompt,
+            },
+        )?,
+        Command::Bench { suite } => bench(suite)?,
         Command::Models { command } => match command {
             ModelsCommand::Fetch { only } => models_cmd::fetch(&store, &only)?,
             ModelsCommand::List => {
@@ -134,13 +209,49 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dartmouth-io")
         .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
+        .context("starting the async runtime")
+}
+
+fn platform(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.platform.http)
+            .await
+            .with_context(|| format!("binding the platform sidecar on {}", config.platform.http))?;
+        tracing::info!(http = %listener.local_addr()?, "platform sidecar listening");
+        dartmouth_platform::serve(config.platform.service, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn bench(suite: BenchSuite) -> anyhow::Result<()> {
+    match suite {
+        BenchSuite::Platform => runtime()?.block_on(async {
+            let report = dartmouth_platform::bench::run(Default::default()).await?;
+            println!("{report}");
+            anyhow::Ok(())
+        }),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        // Without a remote sidecar, run one in-process on its loopback port.
+        let sidecar = if config.server.platform_url.is_empty() {
+            let listener = tokio::net::TcpListener::bind(&config.platform.http)
+                .await
+                .with_context(|| format!("binding the platform sidecar on {}", config.platform.http))?;
+            tracing::info!(http = %listener.local_addr()?, "platform sidecar listening (in-process)");
+            let service = config.platform.service.clone();
+            Some(tokio::spawn(dartmouth_platform::serve(service, listener, shutdown_signal())))
+        } else {
+            tracing::info!(url = %config.server.platform_url, "using a remote platform sidecar");
+            None
+        };
         let listener = tokio::net::TcpListener::bind(&config.server.http)
             .await
             .with_context(|| format!("binding the gateway's HTTP listener on {}", config.server.http))?;
@@ -154,6 +265,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
             models: config.model_store(),
         };
         server::serve(listener, state, shutdown_signal()).await?;
+        if let Some(sidecar) = sidecar {
+            sidecar.await.context("platform sidecar task")??;
+        }
         tracing::info!("gateway stopped");
         Ok(())
     })

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use std::path::PathBuf;
 
 /// Configuration of the platform sidecar (the `[platform]` section of `dartmouth.toml`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct PlatformConfig {
     /// Where the SQLite file, stored files and generated secrets live. Default `./dartmouth-data/platform`.
@@ -58,7 +58,7 @@ pub struct PlatformConfig {
 }
 
 /// The admin account created at first start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct BootstrapAdmin {
     /// Login email.
     pub email: String,
@@ -67,7 +67,7 @@ pub struct BootstrapAdmin {
 }
 
 /// An S3-compatible bucket for file storage.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct S3Config {
     /// Bucket name.
     pub bucket: String,
@@ -90,7 +90,7 @@ fn default_region() -> String {
 }
 
 /// Quotas for the rate limiter, per API key / user / IP and route group.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct RateLimitConfig {
     /// Turn rate limiting off entirely (benchmarks). Default true (on).

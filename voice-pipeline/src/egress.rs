@@ -57,6 +57,8 @@ pub struct Egress {
     played: u64,
     /// Segments that finished playing since the last call to `take_finished`.
     finished: Vec<Segment>,
+    /// Held (possible barge-in being judged): no frames leave, nothing is dropped.
+    paused: bool,
 }
 
 impl Egress {
@@ -71,6 +73,7 @@ impl Egress {
             queued: 0,
             played: 0,
             finished: Vec::new(),
+            paused: false,
         }
     }
 
@@ -87,6 +90,21 @@ impl Egress {
     /// Audio still queued.
     pub fn queued_duration(&self) -> Duration {
         Duration::from_secs_f64(self.samples.len() as f64 / f64::from(self.sample_rate))
+    }
+
+    /// Holds playback: frames stop at once, the queue is kept (a barge-in is being judged).
+    pub fn pause(&mut self) {
+        self.paused = true;
+    }
+
+    /// Resumes playback where it stopped (the "interruption" was a cough).
+    pub fn resume(&mut self) {
+        self.paused = false;
+    }
+
+    /// Whether playback is held.
+    pub fn is_paused(&self) -> bool {
+        self.paused
     }
 
     /// Queues speech for `turn` (samples at the track rate) that speaks `text`.
@@ -109,7 +127,7 @@ impl Egress {
     /// The next 20 ms of speech (the last frame of a run is padded with silence), or `None` when
     /// nothing is queued. `timestamp` stamps the frame.
     pub fn next_frame(&mut self, timestamp: Duration) -> Option<Result<AudioFrame, FrameError>> {
-        if self.samples.is_empty() {
+        if self.samples.is_empty() || self.paused {
             return None;
         }
         let mut buffer = [0i16; crate::frame::MAX_FRAME_SAMPLES];
@@ -156,6 +174,7 @@ impl Egress {
         }
         played.text = parts.join(" ");
         self.finished.clear();
+        self.paused = false;
         self.samples.clear();
         self.segments.clear();
         self.queued = self.played;

@@ -5,10 +5,14 @@
 //! with barge-in. Model inference runs on dedicated threads; the providers here are the embedded
 //! defaults the `models` crate provisions.
 
+pub mod agent;
+pub mod audio_queue;
 pub mod chunker;
+pub mod conversation;
 pub mod egress;
 pub mod embedded;
 pub mod frame;
+pub mod ingest;
 pub mod fallback;
 pub mod http;
 pub mod llm;

@@ -394,6 +394,7 @@ mod tests {
                 let raw = raw_impulse(from, to, 0, from as usize / 10);
                 let measured = peak(&raw);
                 let delay = rs.delay() as f64;
+                println!("{from:>5} -> {to:>5}: delay {delay:>3}, impulse peak {measured:7.2}");
                 assert!(
                     (measured - delay).abs() <= 1.0,
                     "{from}->{to}: delay {delay}, impulse peak at {measured:.2}"

@@ -1,8 +1,9 @@
 //! Text helpers shared by tests and metrics: normalisation and word error rate.
 
-/// Lower-cases, drops punctuation (keeping apostrophes inside words) and splits into words.
+/// Lower-cases, drops punctuation (keeping apostrophes inside words) and splits into words;
+/// hyphens separate words ("ill-disposed" is two words, as references usually write it).
 pub fn normalize_words(text: &str) -> Vec<String> {
-    text.split_whitespace()
+    text.split(|c: char| c.is_whitespace() || c == '-' || c == '—')
         .map(|w| {
             w.chars()
                 .filter(|c| c.is_alphanumeric() || *c == '\'')

@@ -43,7 +43,7 @@ fn silence(ms: usize) -> Vec<f32> {
     vec![0.0; ms * RATE / 1000]
 }
 
-/// Speaks `text` with espeak-ng (en-us, 150 wpm) and converts it to 16 kHz mono with sox.
+/// Speaks `text` with espeak-ng (en-us, 150 wpm) and converts it to 16 kHz mono 16-bit with sox.
 fn espeak(text: &str) -> Vec<f32> {
     let dir = std::env::temp_dir().join(format!("dartmouth-end-of-turn-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -61,7 +61,9 @@ fn espeak(text: &str) -> Vec<f32> {
         .status()
         .expect("espeak-ng is installed");
     assert!(status.success());
+    // `-D`: no dither, so the 16-bit output (and the model's verdict) is the same every run.
     let status = Command::new("sox")
+        .arg("-D")
         .arg(&raw)
         .args(["-r", "16000", "-c", "1", "-b", "16"])
         .arg(&q16)
@@ -168,6 +170,21 @@ impl Harness {
     }
 }
 
+fn verdicts(v: &[Verdict]) -> String {
+    let each: Vec<String> = v
+        .iter()
+        .map(|v| {
+            format!(
+                "p={:.4} on {:.2} s ({:.0} ms)",
+                v.probability,
+                v.samples as f64 / RATE as f64,
+                v.took.as_secs_f64() * 1e3
+            )
+        })
+        .collect();
+    format!("[{}]", each.join(", "))
+}
+
 fn describe(turn: &TurnEnd) -> String {
     format!(
         "{:?}: {:.2} s of audio, speech end {:.3} s, decided {:.3} s",
@@ -184,7 +201,7 @@ fn a_finished_question_ends_the_turn_soon_after_speech_stops() {
     let mut h = Harness::new(TurnConfig::default());
     let turns = h.run(&concat(&[&silence(500), &question, &silence(2_000)]));
     println!("VAD events (s, start?): {:?}", h.events);
-    println!("verdicts: {:?}", h.model.verdicts);
+    println!("verdicts: {}", verdicts(&h.model.verdicts));
     for turn in &turns {
         println!("{}", describe(turn));
     }
@@ -212,7 +229,7 @@ fn recorded_complete_sentences_end_on_the_models_verdict() {
         let speech = librivox(id);
         let mut h = Harness::new(TurnConfig::default());
         let turns = h.run(&concat(&[&silence(500), &speech, &silence(2_000)]));
-        println!("{id}: verdicts {:?}", h.model.verdicts);
+        println!("{id}: verdicts {}", verdicts(&h.model.verdicts));
         let last = turns.last().expect("a turn");
         println!("{id}: {} turn(s), last {}", turns.len(), describe(last));
         assert!(
@@ -231,7 +248,7 @@ fn a_mid_sentence_pause_does_not_end_the_turn() {
     let mut h = Harness::new(TurnConfig::default());
     let turns = h.run(&audio);
     println!("VAD events (s, start?): {:?}", h.events);
-    println!("verdicts: {:?}", h.model.verdicts);
+    println!("verdicts: {}", verdicts(&h.model.verdicts));
     for turn in &turns {
         println!("{}", describe(turn));
     }
@@ -390,4 +407,14 @@ fn smart_turn_probabilities_and_timing() {
         })
         .collect();
     println!("predict (features + inference, 1 thread): {times:?}");
+
+    let mut two = SmartTurn::load_with_threads(&store(), 2).unwrap();
+    let times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            two.predict(&dashwood).unwrap();
+            started.elapsed()
+        })
+        .collect();
+    println!("predict (features + inference, 2 threads): {times:?}");
 }

@@ -130,10 +130,12 @@ fn stream(from: u32, to: u32, input: &[f32], sizes: &[usize], max_block: usize) 
 /// measured against the best-fitting 440 Hz sine (so fractional delay and the tiny passband gain
 /// error are compensated), 50 ms from either end (filter start-up and tail transients).
 ///
-/// Bound: 90 dB. The only error sources left in the passband are f32 rounding in the FFTs
-/// (around 110-120 dB below the signal) and stop-band leakage of the Blackman-Harris² window
-/// (far lower). 90 dB is what 16-bit PCM, the format of every frame, can carry at half scale,
-/// so two conversions must stay under the i16 quantization floor.
+/// Bound: 120 dB. What is left once the phase is fitted is f32 rounding in the FFTs (a 24-bit
+/// mantissa; measured 131-137 dB after two conversions) plus any ripple, imaging or aliasing the
+/// filter lets through. 120 dB keeps a margin for other CPUs' FFT code paths while still
+/// failing on any real filter defect, and it is 24 dB below the 96 dB that the i16 frames carry.
+/// Each leg trims a rounded delay (< 0.5 of its output samples), so the round trip may be up to
+/// `0.5 * (1 + a / b)` samples early or late.
 #[test]
 fn every_pair_round_trips_a_440_hz_sine() {
     println!("round trip 440 Hz, SNR dB / lag samples / gain error dB");
@@ -152,12 +154,13 @@ fn every_pair_round_trips_a_440_hz_sine() {
         );
         worst = worst.min(fit.snr_db);
         assert!(
-            fit.snr_db >= 90.0,
+            fit.snr_db >= 120.0,
             "{a}->{b}->{a}: SNR {:.1} dB",
             fit.snr_db
         );
-        assert!(gain_db.abs() < 0.01, "{a}->{b}->{a}: gain {gain_db} dB");
-        assert!(fit.lag.abs() < 1.0, "{a}->{b}->{a}: lag {}", fit.lag);
+        assert!(gain_db.abs() < 0.001, "{a}->{b}->{a}: gain {gain_db} dB");
+        let lag_bound = 0.5 * (1.0 + a as f64 / b as f64) + 1e-3;
+        assert!(fit.lag.abs() <= lag_bound, "{a}->{b}->{a}: lag {}", fit.lag);
     }
     println!("worst round-trip SNR: {worst:.1} dB");
 }
@@ -171,8 +174,16 @@ fn sine_phase_lines_up_after_flush() {
         let y = resample_all(&x, from, to).unwrap();
         let margin = to as usize / 20;
         let fit = fit_sine(&y, 440.0, to, margin, y.len() - margin);
-        assert!(fit.lag.abs() <= 0.6, "{from}->{to}: lag {:.3}", fit.lag);
-        assert!(fit.snr_db >= 90.0, "{from}->{to}: SNR {:.1} dB", fit.snr_db);
+        println!(
+            "{from:>5} -> {to:>5}: {:6.1} dB  lag {:+.3}",
+            fit.snr_db, fit.lag
+        );
+        assert!(fit.lag.abs() <= 0.501, "{from}->{to}: lag {:.3}", fit.lag);
+        assert!(
+            fit.snr_db >= 120.0,
+            "{from}->{to}: SNR {:.1} dB",
+            fit.snr_db
+        );
     }
 }
 
@@ -301,8 +312,8 @@ fn one_khz_keeps_its_frequency_at_48k_to_16k() {
 }
 
 /// 10 kHz is above the 8 kHz Nyquist of 16 kHz output; it would alias to 6 kHz. The filter's
-/// cut-off is about 7.3 kHz and its stop band is deep: demand 80 dB of attenuation (an alias at
-/// -80 dB sits below the 16-bit noise floor of any realistic speech level).
+/// cut-off is about 7.3 kHz and the Blackman-Harris² stop band is deeper than f32 rounding
+/// (measured about -146 dB): demand 100 dB, so no alias can reach the i16 frames' 96 dB range.
 #[test]
 fn ten_khz_is_removed_at_48k_to_16k() {
     let x = sine(10_000.0, 48_000, 48_000, 0.5);
@@ -311,7 +322,7 @@ fn ten_khz_is_removed_at_48k_to_16k() {
     let attenuation = 20.0 * (rms(mid) / rms(&x)).log10();
     println!("10 kHz at 48k->16k: {attenuation:.1} dB");
     assert!(
-        attenuation <= -80.0,
+        attenuation <= -100.0,
         "10 kHz only attenuated {attenuation:.1} dB"
     );
     // For the record: 7 kHz, inside the 16 kHz band but past the cut-off.

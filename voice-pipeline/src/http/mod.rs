@@ -16,8 +16,8 @@
 
 pub mod anthropic;
 pub mod openai_llm;
-// pub mod openai_stt;
-// pub mod openai_tts;
+pub mod openai_stt;
+pub mod openai_tts;
 mod sse;
 
 use std::sync::Once;
@@ -29,8 +29,8 @@ use crate::provider::{CancellationToken, ProviderError};
 
 pub use anthropic::AnthropicLlm;
 pub use openai_llm::OpenAiLlm;
-// pub use openai_stt::OpenAiStt;
-// pub use openai_tts::OpenAiTts;
+pub use openai_stt::OpenAiStt;
+pub use openai_tts::OpenAiTts;
 pub use sse::{MAX_SSE_LINE, SseEvent, SseParser};
 
 /// Default bound on a whole job (request, response and streamed body).

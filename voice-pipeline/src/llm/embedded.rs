@@ -248,6 +248,7 @@ impl EmbeddedLlm {
     /// Loads a llama-architecture chat model (ChatML, byte-level BPE) from a GGUF file.
     pub fn load_file(path: &Path, options: LlmOptions) -> Result<Self, LlmError> {
         options.validate()?;
+        let started = Instant::now();
         let io = |source| LlmError::Io {
             path: path.to_owned(),
             source,
@@ -291,6 +292,11 @@ impl EmbeddedLlm {
             device,
         };
         llm.newline = llm.encode_plain("\n")?;
+        tracing::info!(
+            path = %path.display(),
+            elapsed = ?started.elapsed(),
+            "embedded LLM loaded (weights re-quantised to Q8_0)"
+        );
         Ok(llm)
     }
 

@@ -1,0 +1,297 @@
+//! The agent runner: one session's voice agent. Audio frames go in through a drop-oldest queue,
+//! a listening thread runs resample → VAD → end-of-turn, and an async task drives STT → LLM →
+//! sentence chunker → TTS → egress, handling barge-in, false interruptions and turn records.
+//!
+//! Every task and thread belongs to the [`AgentSession`] handle; dropping it (or calling
+//! [`AgentSession::stop`]) stops them all.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::audio_queue::{AudioQueue, INGEST_FRAME_CAPACITY};
+use crate::conversation::Conversation;
+use crate::egress::Egress;
+use crate::frame::{AudioFrame, TurnId};
+use crate::ingest::{Ingest, IngestEvent};
+use crate::provider::{CancellationToken, EventStream, Llm, Stt, Tts};
+use crate::turn::TurnEndReason;
+
+mod runner;
+
+/// Events a session reports to its owner, at most this many queued (oldest kept; the owner is
+/// expected to keep up, a full queue drops new events).
+pub const AGENT_EVENT_CAPACITY: usize = 256;
+/// Listening events queued between the listening thread and the agent task.
+const INGEST_EVENT_CAPACITY: usize = 64;
+/// Typed user messages queued.
+const TEXT_INPUT_CAPACITY: usize = 16;
+
+/// Per-agent settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// The system prompt.
+    pub system_prompt: String,
+    /// Longest answer in tokens.
+    pub max_tokens: usize,
+    /// Sample rate of the agent's outgoing track.
+    pub output_rate: u32,
+    /// How long a barge-in may be judged before it counts even without words.
+    pub false_interruption_window: Duration,
+    /// Echo guard: speech onsets within this long after the agent starts speaking are ignored
+    /// (its own voice leaking into the microphone); zero disables the guard.
+    pub echo_guard: Duration,
+    /// Audio the listener had not yet heard when playback stopped (their jitter buffer).
+    pub listener_lag: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: "You are a helpful voice assistant. Answer in one or two short sentences.".into(),
+            max_tokens: 96,
+            output_rate: 48_000,
+            false_interruption_window: Duration::from_millis(1_500),
+            echo_guard: Duration::from_millis(250),
+            listener_lag: Duration::ZERO,
+        }
+    }
+}
+
+/// The three providers an agent runs on.
+#[derive(Clone)]
+pub struct Providers {
+    /// Speech to text.
+    pub stt: Arc<dyn Stt>,
+    /// Language model.
+    pub llm: Arc<dyn Llm>,
+    /// Text to speech.
+    pub tts: Arc<dyn Tts>,
+}
+
+/// What the agent is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    /// Waiting for the person.
+    Listening,
+    /// Transcribing and generating.
+    Thinking,
+    /// Playing an answer.
+    Speaking,
+    /// Paused by a possible barge-in, judging whether it had words.
+    Interrupted,
+}
+
+/// Per-turn latencies: each is the time from the end of the user's speech.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TurnRecord {
+    /// The turn.
+    pub turn: TurnId,
+    /// Why the turn ended (`None` for typed input).
+    pub reason: Option<TurnEndReason>,
+    /// End of speech → end-of-turn decision (media time).
+    pub end_of_turn: Duration,
+    /// … → final transcript.
+    pub stt_final: Option<Duration>,
+    /// … → first LLM token.
+    pub llm_first_token: Option<Duration>,
+    /// … → first synthesized audio queued for playback.
+    pub tts_first_audio: Option<Duration>,
+    /// STT, LLM and TTS providers that served.
+    pub providers: (String, String, String),
+    /// The transcript.
+    pub transcript: String,
+    /// The answer as generated (or as heard, when interrupted).
+    pub answer: String,
+    /// Whether the person barged in.
+    pub interrupted: bool,
+}
+
+/// What a session reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// The agent's state changed.
+    State(AgentState),
+    /// The person's final transcript for a turn.
+    UserTranscript {
+        /// The turn.
+        turn: TurnId,
+        /// What they said.
+        text: String,
+    },
+    /// A piece of the agent's answer was queued for speech.
+    AgentSpeech {
+        /// The turn.
+        turn: TurnId,
+        /// The chunk's text.
+        text: String,
+    },
+    /// The person barged in; the answer was cut to what they heard.
+    Interrupted {
+        /// The interrupted turn.
+        turn: TurnId,
+        /// What they heard of it.
+        heard: String,
+    },
+    /// A false interruption (no words): the answer resumed.
+    Resumed {
+        /// The resumed turn.
+        turn: TurnId,
+    },
+    /// A turn's answer finished (or was cut), with its latencies.
+    TurnComplete(TurnRecord),
+    /// Something failed; the session keeps running.
+    Error(String),
+}
+
+/// A running voice agent.
+pub struct AgentSession {
+    audio_in: Arc<AudioQueue>,
+    text_in: mpsc::Sender<String>,
+    egress: Arc<Mutex<Egress>>,
+    events: mpsc::Receiver<AgentEvent>,
+    conversation: Arc<Mutex<Conversation>>,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    listener: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentSession {
+    /// Starts a session on the current tokio runtime: `ingest` is moved to a listening thread.
+    pub fn start(config: AgentConfig, providers: Providers, ingest: Ingest) -> Self {
+        let audio_in = Arc::new(AudioQueue::new(INGEST_FRAME_CAPACITY));
+        let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_EVENT_CAPACITY);
+        let (text_tx, text_rx) = mpsc::channel(TEXT_INPUT_CAPACITY);
+        let (event_tx, events) = mpsc::channel(AGENT_EVENT_CAPACITY);
+        let egress = Arc::new(Mutex::new(Egress::new(config.output_rate)));
+        let conversation = Arc::new(Mutex::new(Conversation::new(config.system_prompt.clone())));
+        let cancel = CancellationToken::new();
+        let listener = {
+            let queue = audio_in.clone();
+            let events = event_tx.clone();
+            std::thread::Builder::new()
+                .name("agent-listen".into())
+                .spawn(move || listen(ingest, &queue, &ingest_tx, &events))
+                .ok()
+        };
+        let runner = runner::Runner::new(config, providers, egress.clone(), conversation.clone(), event_tx);
+        let task = tokio::spawn(runner.run(ingest_rx, text_rx, cancel.clone()));
+        Self {
+            audio_in,
+            text_in: text_tx,
+            egress,
+            events,
+            conversation,
+            cancel,
+            task: Some(task),
+            listener,
+        }
+    }
+
+    /// Feeds one frame of the person's audio (never blocks; the oldest audio is dropped if the
+    /// listening thread falls behind).
+    pub fn push_audio(&self, frame: AudioFrame) {
+        self.audio_in.push(frame);
+    }
+
+    /// Sends a typed message (client-side STT): it is answered like a spoken turn.
+    pub fn push_text(&self, text: impl Into<String>) -> bool {
+        self.text_in.try_send(text.into()).is_ok()
+    }
+
+    /// The next 20 ms of the agent's speech, or `None` for silence.
+    pub fn pull_frame(&self, timestamp: Duration) -> Option<AudioFrame> {
+        let mut egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
+        egress.next_frame(timestamp).and_then(Result::ok)
+    }
+
+    /// Whether speech is queued for playback.
+    pub fn is_speaking(&self) -> bool {
+        self.egress.lock().unwrap_or_else(|p| p.into_inner()).is_speaking()
+    }
+
+    /// The next event.
+    pub async fn next_event(&mut self) -> Option<AgentEvent> {
+        self.events.recv().await
+    }
+
+    /// The next event if one is ready.
+    pub fn try_event(&mut self) -> Option<AgentEvent> {
+        self.events.try_recv().ok()
+    }
+
+    /// A copy of the conversation so far.
+    pub fn conversation(&self) -> Conversation {
+        self.conversation.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Frames dropped because listening fell behind.
+    pub fn dropped_frames(&self) -> u64 {
+        self.audio_in.dropped()
+    }
+
+    /// Ends the input: audio already pushed is still processed, then listening stops.
+    pub fn finish_input(&self) {
+        self.audio_in.close();
+    }
+
+    /// Stops every task and thread of the session.
+    pub async fn stop(mut self) {
+        self.shutdown();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.cancel.cancel();
+        self.audio_in.close();
+        if let Some(listener) = self.listener.take() {
+            let _ = listener.join();
+        }
+    }
+}
+
+impl Drop for AgentSession {
+    fn drop(&mut self) {
+        self.shutdown();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The listening thread: frames in, listening events out.
+fn listen(
+    mut ingest: Ingest,
+    queue: &AudioQueue,
+    events: &mpsc::Sender<IngestEvent>,
+    errors: &mpsc::Sender<AgentEvent>,
+) {
+    let mut last_error: Option<String> = None;
+    while let Ok(next) = queue.pop(Duration::from_millis(100)) {
+        let Some(frame) = next else { continue };
+        if let Err(e) = ingest.push(&frame) {
+            // Report a failure once per kind, not once per frame.
+            let message = e.to_string();
+            if last_error.as_deref() != Some(message.as_str()) {
+                let _ = errors.try_send(AgentEvent::Error(format!("listening: {message}")));
+                last_error = Some(message);
+            }
+        }
+        while let Some(event) = ingest.poll() {
+            if events.blocking_send(event).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+async fn next_or_pending<T>(stream: Option<&mut EventStream<T>>) -> Option<T> {
+    match stream {
+        Some(stream) => stream.recv().await,
+        None => std::future::pending().await,
+    }
+}
+

@@ -1,0 +1,412 @@
+//! The agent task's event loop: one `select!` over listening events, typed input and the current
+//! turn's provider streams. Locks on the egress queue and conversation are held only for short
+//! synchronous sections, never across an await.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::{AgentConfig, AgentEvent, AgentState, Providers, TurnRecord, next_or_pending};
+use crate::chunker::SentenceChunker;
+use crate::conversation::Conversation;
+use crate::egress::Egress;
+use crate::frame::{TurnId, f32_to_i16, i16_to_f32};
+use crate::ingest::IngestEvent;
+use crate::provider::{CancellationToken, EventStream, LlmEvent, LlmRequest, SttEvent, TtsEvent};
+use crate::resample::StreamResampler;
+use crate::text::normalize_words;
+use crate::turn::{TurnEnd, TurnEndReason};
+
+/// How often the loop wakes to check timers and playback when nothing else happens.
+const TICK: Duration = Duration::from_millis(20);
+/// Largest TTS chunk resampled in one call (samples).
+const TTS_BLOCK: usize = 4_096;
+
+/// A transcription in progress for the latest user utterance.
+struct Listening {
+    cancel: CancellationToken,
+    stream: EventStream<SttEvent>,
+    reason: TurnEndReason,
+    /// Instant the user stopped speaking (decision instant minus the end-of-turn wait).
+    speech_end: Instant,
+    end_of_turn: Duration,
+}
+
+/// The agent's answer in progress or playing.
+struct Answer {
+    turn: TurnId,
+    cancel: CancellationToken,
+    speech_end: Instant,
+    record: TurnRecord,
+    llm: Option<EventStream<LlmEvent>>,
+    chunker: SentenceChunker,
+    tts: VecDeque<EventStream<TtsEvent>>,
+    resampler: Option<StreamResampler>,
+    resampled: Vec<f32>,
+    samples: Vec<i16>,
+    /// Text of the chunk the front TTS stream speaks.
+    tts_texts: VecDeque<String>,
+    speaking_since: Option<Instant>,
+}
+
+enum Wake {
+    Ingest(Option<IngestEvent>),
+    Text(Option<String>),
+    Stt(Option<SttEvent>),
+    Llm(Option<LlmEvent>),
+    Tts(Option<TtsEvent>),
+    Tick,
+    Stop,
+}
+
+pub(super) struct Runner {
+    config: AgentConfig,
+    providers: Providers,
+    egress: Arc<Mutex<Egress>>,
+    conversation: Arc<Mutex<Conversation>>,
+    events: mpsc::Sender<AgentEvent>,
+    turn: TurnId,
+    listening: Option<Listening>,
+    answer: Option<Answer>,
+    barge_in: Option<Instant>,
+}
+
+impl Runner {
+    pub(super) fn new(
+        config: AgentConfig,
+        providers: Providers,
+        egress: Arc<Mutex<Egress>>,
+        conversation: Arc<Mutex<Conversation>>,
+        events: mpsc::Sender<AgentEvent>,
+    ) -> Self {
+        Self {
+            config,
+            providers,
+            egress,
+            conversation,
+            events,
+            turn: TurnId(0),
+            listening: None,
+            answer: None,
+            barge_in: None,
+        }
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut ingest: mpsc::Receiver<IngestEvent>,
+        mut text: mpsc::Receiver<String>,
+        cancel: CancellationToken,
+    ) {
+        self.emit(AgentEvent::State(AgentState::Listening));
+        let (mut ingest_open, mut text_open) = (true, true);
+        loop {
+            let wake = {
+                let stt = self.listening.as_mut().map(|l| &mut l.stream);
+                let (llm, tts) = match self.answer.as_mut() {
+                    Some(a) => (a.llm.as_mut(), a.tts.front_mut()),
+                    None => (None, None),
+                };
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Wake::Stop,
+                    event = ingest.recv(), if ingest_open => Wake::Ingest(event),
+                    message = text.recv(), if text_open => Wake::Text(message),
+                    event = next_or_pending(stt) => Wake::Stt(event),
+                    event = next_or_pending(llm) => Wake::Llm(event),
+                    event = next_or_pending(tts) => Wake::Tts(event),
+                    _ = tokio::time::sleep(TICK) => Wake::Tick,
+                }
+            };
+            match wake {
+                Wake::Stop => break,
+                Wake::Ingest(None) => ingest_open = false,
+                Wake::Ingest(Some(event)) => self.on_ingest(event),
+                Wake::Text(None) => text_open = false,
+                Wake::Text(Some(message)) => self.on_user_text(message, None, Instant::now(), Duration::ZERO),
+                Wake::Stt(event) => self.on_stt(event),
+                Wake::Llm(event) => self.on_llm(event),
+                Wake::Tts(event) => self.on_tts(event),
+                Wake::Tick => self.on_tick(),
+            }
+        }
+        if let Some(listening) = self.listening.take() {
+            listening.cancel.cancel();
+        }
+        if let Some(answer) = self.answer.take() {
+            answer.cancel.cancel();
+        }
+    }
+
+    fn emit(&self, event: AgentEvent) {
+        let _ = self.events.try_send(event);
+    }
+
+    fn egress(&self) -> MutexGuard<'_, Egress> {
+        self.egress.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn conversation(&self) -> MutexGuard<'_, Conversation> {
+        self.conversation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn on_ingest(&mut self, event: IngestEvent) {
+        match event {
+            IngestEvent::SpeechStarted { .. } => self.on_speech_started(),
+            IngestEvent::SpeechEnded { .. } => {}
+            IngestEvent::TurnEnded(end) => self.on_turn_ended(end),
+        }
+    }
+
+    /// Possible barge-in: playback holds at once; the transcript decides whether it was words.
+    fn on_speech_started(&mut self) {
+        let Some(answer) = self.answer.as_ref() else { return };
+        if self.barge_in.is_some() {
+            return;
+        }
+        if answer.speaking_since.is_some_and(|since| since.elapsed() < self.config.echo_guard) {
+            return; // the agent's own voice, most likely
+        }
+        self.barge_in = Some(Instant::now());
+        self.egress().pause();
+        self.emit(AgentEvent::State(AgentState::Interrupted));
+    }
+
+    fn on_turn_ended(&mut self, end: TurnEnd) {
+        if let Some(previous) = self.listening.take() {
+            previous.cancel.cancel();
+        }
+        let cancel = CancellationToken::new();
+        let audio: Arc<[f32]> = end.audio.into();
+        let stream = self.providers.stt.transcribe(audio, cancel.clone());
+        let end_of_turn = end.decided_at.saturating_sub(end.speech_end);
+        self.listening = Some(Listening {
+            cancel,
+            stream,
+            reason: end.reason,
+            speech_end: Instant::now().checked_sub(end_of_turn).unwrap_or_else(Instant::now),
+            end_of_turn,
+        });
+        if self.answer.is_none() {
+            self.emit(AgentEvent::State(AgentState::Thinking));
+        }
+    }
+
+    fn on_stt(&mut self, event: Option<SttEvent>) {
+        let Some(listening) = self.listening.take() else { return };
+        match event {
+            Some(SttEvent::Partial(_)) => self.listening = Some(listening),
+            Some(SttEvent::Final(text)) if !normalize_words(&text).is_empty() => {
+                self.on_user_text(text, Some(listening.reason), listening.speech_end, listening.end_of_turn);
+            }
+            Some(SttEvent::Error(error)) => {
+                self.emit(AgentEvent::Error(error.to_string()));
+                self.no_words();
+            }
+            Some(SttEvent::Final(_)) | None => self.no_words(),
+        }
+    }
+
+    /// The utterance had no words: a cough or noise. A held answer resumes.
+    fn no_words(&mut self) {
+        if self.barge_in.take().is_some() {
+            self.egress().resume();
+            if let Some(answer) = &self.answer {
+                self.emit(AgentEvent::Resumed { turn: answer.turn });
+            }
+            self.emit(AgentEvent::State(AgentState::Speaking));
+        } else if self.answer.is_none() {
+            self.emit(AgentEvent::State(AgentState::Listening));
+        }
+    }
+
+    /// The person said something: any answer in progress is cut, and a new one starts.
+    fn on_user_text(&mut self, text: String, reason: Option<TurnEndReason>, speech_end: Instant, end_of_turn: Duration) {
+        self.interrupt_answer();
+        self.turn = self.turn.next();
+        let turn = self.turn;
+        self.emit(AgentEvent::UserTranscript { turn, text: text.clone() });
+        self.emit(AgentEvent::State(AgentState::Thinking));
+        let messages = {
+            let mut conversation = self.conversation();
+            conversation.push_user(turn, text.clone());
+            conversation.to_messages()
+        };
+        let cancel = CancellationToken::new();
+        let request = LlmRequest {
+            messages,
+            max_tokens: self.config.max_tokens,
+            ..LlmRequest::default()
+        };
+        let llm = self.providers.llm.stream(request, cancel.clone());
+        let record = TurnRecord {
+            turn,
+            reason,
+            end_of_turn,
+            stt_final: reason.map(|_| speech_end.elapsed()),
+            providers: (
+                reason.map_or("client", |_| self.providers.stt.name()).to_string(),
+                self.providers.llm.name().to_string(),
+                self.providers.tts.name().to_string(),
+            ),
+            transcript: text,
+            ..TurnRecord::default()
+        };
+        self.answer = Some(Answer {
+            turn,
+            cancel,
+            speech_end,
+            record,
+            llm: Some(llm),
+            chunker: SentenceChunker::new(),
+            tts: VecDeque::new(),
+            resampler: None,
+            resampled: Vec::with_capacity(TTS_BLOCK * 4),
+            samples: Vec::with_capacity(TTS_BLOCK * 4),
+            tts_texts: VecDeque::new(),
+            speaking_since: None,
+        });
+    }
+
+    /// Cuts the answer in progress to what the listener heard and records it.
+    fn interrupt_answer(&mut self) {
+        self.barge_in = None;
+        let Some(mut answer) = self.answer.take() else { return };
+        answer.cancel.cancel();
+        let heard = self.egress().interrupt(self.config.listener_lag).text;
+        {
+            let mut conversation = self.conversation();
+            if !conversation.truncate_assistant(answer.turn, &heard) && !heard.is_empty() {
+                conversation.push_assistant(answer.turn, heard.clone());
+            }
+        }
+        answer.record.interrupted = true;
+        answer.record.answer = heard.clone();
+        self.emit(AgentEvent::Interrupted { turn: answer.turn, heard });
+        self.emit(AgentEvent::TurnComplete(answer.record));
+    }
+
+    fn on_llm(&mut self, event: Option<LlmEvent>) {
+        let Some(answer) = self.answer.as_mut() else { return };
+        match event {
+            Some(LlmEvent::Token(token)) => {
+                if answer.record.llm_first_token.is_none() {
+                    answer.record.llm_first_token = Some(answer.speech_end.elapsed());
+                }
+                answer.record.answer.push_str(&token);
+                for chunk in answer.chunker.push(&token) {
+                    Self::speak(&self.providers, answer, chunk);
+                }
+            }
+            Some(LlmEvent::ToolCall(_)) | Some(LlmEvent::Served { .. }) => {}
+            Some(LlmEvent::Error(error)) => {
+                answer.llm = None;
+                let message = error.to_string();
+                self.finish_answer_text();
+                self.emit(AgentEvent::Error(message));
+            }
+            Some(LlmEvent::Done(_)) | None => self.finish_answer_text(),
+        }
+    }
+
+    fn finish_answer_text(&mut self) {
+        let Some(answer) = self.answer.as_mut() else { return };
+        answer.llm = None;
+        if let Some(rest) = answer.chunker.finish() {
+            Self::speak(&self.providers, answer, rest);
+        }
+        let (turn, text) = (answer.turn, answer.record.answer.trim().to_string());
+        if !text.is_empty() {
+            self.conversation().push_assistant(turn, text);
+        }
+    }
+
+    fn speak(providers: &Providers, answer: &mut Answer, chunk: String) {
+        answer.tts_texts.push_back(chunk.clone());
+        answer.tts.push_back(providers.tts.synthesize(chunk, answer.cancel.clone()));
+    }
+
+    fn on_tts(&mut self, event: Option<TtsEvent>) {
+        let output_rate = self.config.output_rate;
+        let tts_rate = self.providers.tts.sample_rate();
+        let Some(answer) = self.answer.as_mut() else { return };
+        match event {
+            Some(TtsEvent::Audio(chunk)) => {
+                if answer.resampler.is_none() {
+                    match StreamResampler::new(tts_rate, output_rate, TTS_BLOCK) {
+                        Ok(r) => answer.resampler = Some(r),
+                        Err(e) => {
+                            self.emit(AgentEvent::Error(format!("speech output: {e}")));
+                            return;
+                        }
+                    }
+                }
+                let resampler = answer.resampler.as_mut().expect("set above");
+                answer.resampled.clear();
+                let mut failed = None;
+                for block in chunk.samples.chunks(TTS_BLOCK) {
+                    answer.samples.clear();
+                    answer.samples.extend(block);
+                    let input: Vec<f32> = answer.samples.iter().map(|&s| i16_to_f32(s)).collect();
+                    if let Err(e) = resampler.process(&input, &mut answer.resampled) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+                if let Some(e) = failed {
+                    self.emit(AgentEvent::Error(format!("speech output: {e}")));
+                    return;
+                }
+                answer.samples.clear();
+                answer.samples.extend(answer.resampled.iter().map(|&s| f32_to_i16(s)));
+                let text = if chunk.text.is_empty() {
+                    answer.tts_texts.front().cloned().unwrap_or_default()
+                } else {
+                    chunk.text.clone()
+                };
+                let (turn, first) = (answer.turn, answer.record.tts_first_audio.is_none());
+                if first {
+                    answer.record.tts_first_audio = Some(answer.speech_end.elapsed());
+                    answer.speaking_since = Some(Instant::now());
+                }
+                let pushed = self.egress.lock().unwrap_or_else(|p| p.into_inner()).push(turn, &answer.samples, &text);
+                if let Err(e) = pushed {
+                    self.emit(AgentEvent::Error(e.to_string()));
+                }
+                self.emit(AgentEvent::AgentSpeech { turn, text });
+                if first && self.barge_in.is_none() {
+                    self.emit(AgentEvent::State(AgentState::Speaking));
+                }
+            }
+            Some(TtsEvent::Error(error)) => {
+                answer.tts.pop_front();
+                answer.tts_texts.pop_front();
+                self.emit(AgentEvent::Error(error.to_string()));
+            }
+            Some(TtsEvent::Done) | None => {
+                answer.tts.pop_front();
+                answer.tts_texts.pop_front();
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(since) = self.barge_in
+            && since.elapsed() >= self.config.false_interruption_window
+        {
+            // Long speech over the agent is an interruption, words or not.
+            self.interrupt_answer();
+            self.emit(AgentEvent::State(AgentState::Listening));
+            return;
+        }
+        let finished = self.answer.as_ref().is_some_and(|a| a.llm.is_none() && a.tts.is_empty())
+            && self.barge_in.is_none()
+            && !self.egress().is_speaking();
+        if finished && let Some(answer) = self.answer.take() {
+            self.emit(AgentEvent::TurnComplete(answer.record));
+            self.emit(AgentEvent::State(AgentState::Listening));
+        }
+    }
+}
