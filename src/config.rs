@@ -135,11 +135,10 @@ impl Config {
             ),
             None => None,
         };
-        Self::from_sources(file_text.as_deref(), std::env::vars())
-            .with_context(|| match &file {
-                Some(path) => format!("configuration from {} and the environment", path.display()),
-                None => "configuration from the environment".into(),
-            })
+        Self::from_sources(file_text.as_deref(), std::env::vars()).with_context(|| match &file {
+            Some(path) => format!("configuration from {} and the environment", path.display()),
+            None => "configuration from the environment".into(),
+        })
     }
 
     /// Builds the configuration from a TOML text and environment variables (testable core of
@@ -150,11 +149,14 @@ impl Config {
     ) -> anyhow::Result<Self> {
         let mut value = Value::try_from(Config::default())?;
         if let Some(text) = file_text {
-            let file: Value = toml::from_str(text).context("the configuration file is not valid TOML")?;
+            let file: Value =
+                toml::from_str(text).context("the configuration file is not valid TOML")?;
             merge(&mut value, file);
         }
         for (name, raw) in env {
-            let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             if !rest.contains(ENV_SEPARATOR) {
                 continue; // DARTMOUTH_HOME, DARTMOUTH_CONFIG …
             }
@@ -171,7 +173,10 @@ impl Config {
         for key in self.models.paths.keys() {
             if Asset::from_key(key).is_none() {
                 let known: Vec<&str> = Asset::all().map(Asset::key).collect();
-                bail!("unknown model file `{key}` in [models.paths]; known: {}", known.join(", "));
+                bail!(
+                    "unknown model file `{key}` in [models.paths]; known: {}",
+                    known.join(", ")
+                );
             }
         }
         Ok(())
@@ -248,7 +253,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -273,14 +281,18 @@ mod tests {
         .unwrap();
         assert_eq!(config.server.http, "127.0.0.1:9100");
         assert_eq!(config.log.format, LogFormat::Json);
-        assert_eq!(config.model_store().path(Asset::SileroVad), PathBuf::from("/opt/vad.onnx"));
+        assert_eq!(
+            config.model_store().path(Asset::SileroVad),
+            PathBuf::from("/opt/vad.onnx")
+        );
     }
 
     #[test]
     fn typos_and_unknown_models_are_refused_with_the_key() {
         let err = Config::from_sources(Some("[server]\nhtp = \"x\"\n"), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("htp"), "{err:#}");
-        let err = Config::from_sources(None, env(&[("DARTMOUTH_MODELS__PATHS__NOPE", "/x")])).unwrap_err();
+        let err = Config::from_sources(None, env(&[("DARTMOUTH_MODELS__PATHS__NOPE", "/x")]))
+            .unwrap_err();
         assert!(format!("{err:#}").contains("nope"), "{err:#}");
         let err = Config::from_sources(Some("not toml ["), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("not valid TOML"), "{err:#}");

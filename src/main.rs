@@ -200,7 +200,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                     return Ok(std::process::ExitCode::from(2));
                 }
             }
-            ModelsCommand::ConvertWhisper { ct2_dir, out } => models_cmd::convert_whisper(&ct2_dir, &out)?,
+            ModelsCommand::ConvertWhisper { ct2_dir, out } => {
+                models_cmd::convert_whisper(&ct2_dir, &out)?
+            }
         },
         Command::Config { command } => match command {
             ConfigCommand::Show => print!("{}", config.to_toml()),

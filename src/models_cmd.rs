@@ -32,13 +32,10 @@ fn selected_assets(only: &[String]) -> anyhow::Result<Vec<Asset>> {
     }
     let mut assets = Vec::new();
     for name in only {
-        let model = MODELS
-            .iter()
-            .find(|m| m.name == name)
-            .with_context(|| {
-                let names: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
-                format!("unknown model `{name}`; known: {}", names.join(", "))
-            })?;
+        let model = MODELS.iter().find(|m| m.name == name).with_context(|| {
+            let names: Vec<&str> = MODELS.iter().map(|m| m.name).collect();
+            format!("unknown model `{name}`; known: {}", names.join(", "))
+        })?;
         assets.extend(model.assets.iter().copied());
     }
     // The ONNX-based models need the runtime library, and the manifest order keeps conversions
@@ -52,7 +49,10 @@ fn selected_assets(only: &[String]) -> anyhow::Result<Vec<Asset>> {
 /// Prints every model with its size, licence, source and whether its files are present and verified.
 pub fn list(store: &ModelStore) -> anyhow::Result<bool> {
     println!("models directory: {}", store.dir().display());
-    println!("{:<24} {:>9}  {:<13} {:<36} status", "model", "size", "licence", "source package");
+    println!(
+        "{:<24} {:>9}  {:<13} {:<36} status",
+        "model", "size", "licence", "source package"
+    );
     let mut all_usable = true;
     for model in MODELS {
         let mut size = 0;
@@ -63,10 +63,17 @@ pub fn list(store: &ModelStore) -> anyhow::Result<bool> {
             size += if spec.size > 0 {
                 spec.size
             } else {
-                std::fs::metadata(store.path(*asset)).map(|m| m.len()).unwrap_or(0)
+                std::fs::metadata(store.path(*asset))
+                    .map(|m| m.len())
+                    .unwrap_or(0)
             };
             let source = match spec.origin {
-                Origin::Package { package, .. } => format!("{} {}=={}", package.registry.label(), package.name, package.version),
+                Origin::Package { package, .. } => format!(
+                    "{} {}=={}",
+                    package.registry.label(),
+                    package.name,
+                    package.version
+                ),
                 Origin::Converted { .. } => "converted locally".to_string(),
             };
             if !sources.contains(&source) {
@@ -86,7 +93,9 @@ pub fn list(store: &ModelStore) -> anyhow::Result<bool> {
                 .filter(|(_, s)| !s.is_usable())
                 .map(|(a, s)| match s {
                     AssetStatus::Missing => format!("{} missing", a.spec().file_name),
-                    AssetStatus::Corrupt { .. } => format!("{} CHECKSUM MISMATCH", a.spec().file_name),
+                    AssetStatus::Corrupt { .. } => {
+                        format!("{} CHECKSUM MISMATCH", a.spec().file_name)
+                    }
                     _ => String::new(),
                 })
                 .collect();
@@ -110,6 +119,11 @@ pub fn list(store: &ModelStore) -> anyhow::Result<bool> {
 /// Converts a CTranslate2 Whisper directory into a ggml file for whisper.cpp.
 pub fn convert_whisper(ct2_dir: &Path, out: &Path) -> anyhow::Result<()> {
     let report = dartmouth_models::convert::whisper::convert_ct2_dir(ct2_dir, out)?;
-    println!("wrote {} ({} tensors, sha256 {})", out.display(), report.tensors, report.sha256);
+    println!(
+        "wrote {} ({} tensors, sha256 {})",
+        out.display(),
+        report.tensors,
+        report.sha256
+    );
     Ok(())
 }

@@ -96,7 +96,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(page.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(page.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(page.into_body(), 1 << 20)
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("Dartmouth"));
     }
 
@@ -107,7 +109,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(&body).contains("silero_vad"));
     }
 }

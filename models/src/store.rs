@@ -69,7 +69,9 @@ pub fn default_home() -> PathBuf {
     if let Some(home) = std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()) {
         return PathBuf::from(home);
     }
-    let user_home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let user_home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     user_home.join(".cache").join("dartmouth")
 }
 
@@ -79,9 +81,16 @@ mod tests {
 
     #[test]
     fn override_wins_over_the_cache_directory() {
-        let store = ModelStore::new("/cache").with_override(Asset::SileroVad, "/elsewhere/vad.onnx");
-        assert_eq!(store.path(Asset::SileroVad), PathBuf::from("/elsewhere/vad.onnx"));
-        assert_eq!(store.path(Asset::SmartTurn), PathBuf::from("/cache/smart-turn-v3.2-cpu.onnx"));
+        let store =
+            ModelStore::new("/cache").with_override(Asset::SileroVad, "/elsewhere/vad.onnx");
+        assert_eq!(
+            store.path(Asset::SileroVad),
+            PathBuf::from("/elsewhere/vad.onnx")
+        );
+        assert_eq!(
+            store.path(Asset::SmartTurn),
+            PathBuf::from("/cache/smart-turn-v3.2-cpu.onnx")
+        );
         assert!(store.is_overridden(Asset::SileroVad));
     }
 

@@ -5,10 +5,15 @@ use dartmouth_models::embed::{EMBEDDING_DIM, MiniLm, cosine};
 
 #[test]
 fn a_paraphrase_is_closer_than_an_unrelated_sentence() {
-    let mut model = MiniLm::load(&ModelStore::from_env()).expect("MiniLM is provisioned: run `make models`");
+    let mut model =
+        MiniLm::load(&ModelStore::from_env()).expect("MiniLM is provisioned: run `make models`");
     let anchor = model.embed("How do I reset my password?").unwrap();
-    let paraphrase = model.embed("What are the steps to change my login password?").unwrap();
-    let unrelated = model.embed("The weather in Lisbon is sunny and warm today.").unwrap();
+    let paraphrase = model
+        .embed("What are the steps to change my login password?")
+        .unwrap();
+    let unrelated = model
+        .embed("The weather in Lisbon is sunny and warm today.")
+        .unwrap();
     assert_eq!(anchor.len(), EMBEDDING_DIM);
     let norm: f32 = anchor.iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-3, "unit length, got {norm}");

@@ -49,7 +49,8 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            system_prompt: "You are a helpful voice assistant. Answer in one or two short sentences.".into(),
+            system_prompt:
+                "You are a helpful voice assistant. Answer in one or two short sentences.".into(),
             max_tokens: 96,
             output_rate: 48_000,
             false_interruption_window: Duration::from_millis(1_500),
@@ -175,7 +176,13 @@ impl AgentSession {
                 .spawn(move || listen(ingest, &queue, &ingest_tx, &events))
                 .ok()
         };
-        let runner = runner::Runner::new(config, providers, egress.clone(), conversation.clone(), event_tx);
+        let runner = runner::Runner::new(
+            config,
+            providers,
+            egress.clone(),
+            conversation.clone(),
+            event_tx,
+        );
         let task = tokio::spawn(runner.run(ingest_rx, text_rx, cancel.clone()));
         Self {
             audio_in,
@@ -208,7 +215,10 @@ impl AgentSession {
 
     /// Whether speech is queued for playback.
     pub fn is_speaking(&self) -> bool {
-        self.egress.lock().unwrap_or_else(|p| p.into_inner()).is_speaking()
+        self.egress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_speaking()
     }
 
     /// The next event.
@@ -223,7 +233,10 @@ impl AgentSession {
 
     /// A copy of the conversation so far.
     pub fn conversation(&self) -> Conversation {
-        self.conversation.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.conversation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Frames dropped because listening fell behind.
@@ -294,4 +307,3 @@ async fn next_or_pending<T>(stream: Option<&mut EventStream<T>>) -> Option<T> {
         None => std::future::pending().await,
     }
 }
-

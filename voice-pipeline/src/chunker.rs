@@ -8,7 +8,8 @@ pub const MAX_CHUNK_CHARS: usize = 240;
 
 /// Abbreviations whose trailing period does not end a sentence.
 const ABBREVIATIONS: &[&str] = &[
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "approx", "inc", "ltd",
+    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "vs", "etc", "e.g", "i.e", "no", "approx",
+    "inc", "ltd",
 ];
 
 /// Splits streamed text into speakable chunks.
@@ -81,7 +82,9 @@ impl SentenceChunker {
             match c {
                 '.' if self.is_abbreviation_or_number(i) => {}
                 '.' | '!' | '?' | '…' => return Some(after),
-                ',' | ';' | ':' if self.chunks_emitted == 0 && words + 1 >= FIRST_CLAUSE_MIN_WORDS => {
+                ',' | ';' | ':'
+                    if self.chunks_emitted == 0 && words + 1 >= FIRST_CLAUSE_MIN_WORDS =>
+                {
                     return Some(after);
                 }
                 _ => {}
@@ -115,7 +118,10 @@ pub fn speakable(text: &str) -> Option<String> {
         .filter(|c| !matches!(c, '*' | '#' | '`' | '_' | '~' | '|' | '>'))
         .collect();
     let collapsed = cleaned.split_whitespace().collect::<Vec<_>>().join(" ");
-    collapsed.chars().any(char::is_alphanumeric).then_some(collapsed)
+    collapsed
+        .chars()
+        .any(char::is_alphanumeric)
+        .then_some(collapsed)
 }
 
 #[cfg(test)]
@@ -133,26 +139,45 @@ mod tests {
     fn sentences_are_cut_as_soon_as_they_end() {
         let mut chunker = SentenceChunker::new();
         assert!(chunker.push("The capital of France").is_empty());
-        assert!(chunker.push(" is Paris.").is_empty(), "the period may still be a decimal point");
-        assert_eq!(chunker.push(" It is"), vec!["The capital of France is Paris."]);
+        assert!(
+            chunker.push(" is Paris.").is_empty(),
+            "the period may still be a decimal point"
+        );
+        assert_eq!(
+            chunker.push(" It is"),
+            vec!["The capital of France is Paris."]
+        );
         assert_eq!(chunker.finish().as_deref(), Some("It is"));
     }
 
     #[test]
     fn the_first_chunk_may_end_at_a_clause_later_ones_may_not() {
-        let out = chunk_stream(&["Well, ", "as far as I can tell, the answer is yes, ", "mostly."]);
-        assert_eq!(out, vec!["Well, as far as I can tell,", "the answer is yes, mostly."]);
+        let out = chunk_stream(&[
+            "Well, ",
+            "as far as I can tell, the answer is yes, ",
+            "mostly.",
+        ]);
+        assert_eq!(
+            out,
+            vec!["Well, as far as I can tell,", "the answer is yes, mostly."]
+        );
     }
 
     #[test]
     fn abbreviations_numbers_and_initials_do_not_end_sentences() {
         let out = chunk_stream(&["Dr. Smith paid 3.50 dollars to J. Austen. Then he left."]);
-        assert_eq!(out, vec!["Dr. Smith paid 3.50 dollars to J. Austen.", "Then he left."]);
+        assert_eq!(
+            out,
+            vec!["Dr. Smith paid 3.50 dollars to J. Austen.", "Then he left."]
+        );
     }
 
     #[test]
     fn markdown_and_empty_pieces_are_not_spoken() {
-        assert_eq!(chunk_stream(&["**Hello** there! ", "*** "]), vec!["Hello there!"]);
+        assert_eq!(
+            chunk_stream(&["**Hello** there! ", "*** "]),
+            vec!["Hello there!"]
+        );
         assert!(chunk_stream(&["", "  ", "..."]).is_empty());
     }
 

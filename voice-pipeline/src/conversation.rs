@@ -63,7 +63,8 @@ impl Conversation {
 
     /// The messages to send to an LLM: the system prompt, then the history.
     pub fn to_messages(&self) -> Vec<ChatMessage> {
-        let system = (!self.system_prompt.is_empty()).then(|| ChatMessage::system(self.system_prompt.clone()));
+        let system = (!self.system_prompt.is_empty())
+            .then(|| ChatMessage::system(self.system_prompt.clone()));
         system
             .into_iter()
             .chain(self.messages.iter().map(|(_, m)| m.clone()))
@@ -103,7 +104,11 @@ mod tests {
         assert!(conversation.truncate_assistant(TurnId(1), "Once upon a time"));
         assert_eq!(conversation.last().unwrap().content, "Once upon a time");
         assert!(conversation.truncate_assistant(TurnId(1), ""));
-        assert_eq!(conversation.last().unwrap().role, Role::User, "nothing heard, nothing said");
+        assert_eq!(
+            conversation.last().unwrap().role,
+            Role::User,
+            "nothing heard, nothing said"
+        );
         assert!(!conversation.truncate_assistant(TurnId(9), "x"));
     }
 
@@ -116,6 +121,9 @@ mod tests {
         let messages = conversation.to_messages();
         assert_eq!(messages.len(), MAX_HISTORY_MESSAGES + 1);
         assert_eq!(messages[0].role, Role::System);
-        assert_eq!(messages.last().unwrap().content, format!("message {}", MAX_HISTORY_MESSAGES * 2 - 1));
+        assert_eq!(
+            messages.last().unwrap().content,
+            format!("message {}", MAX_HISTORY_MESSAGES * 2 - 1)
+        );
     }
 }

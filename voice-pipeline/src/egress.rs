@@ -109,7 +109,8 @@ impl Egress {
 
     /// Queues speech for `turn` (samples at the track rate) that speaks `text`.
     pub fn push(&mut self, turn: TurnId, samples: &[i16], text: &str) -> Result<(), EgressError> {
-        if self.samples.len() + samples.len() > self.sample_rate as usize * EGRESS_CAPACITY_SECONDS {
+        if self.samples.len() + samples.len() > self.sample_rate as usize * EGRESS_CAPACITY_SECONDS
+        {
             return Err(EgressError::Full);
         }
         self.samples.extend(samples);
@@ -143,7 +144,12 @@ impl Egress {
             let done = self.segments.pop_front().expect("front exists");
             self.finished.push(done);
         }
-        Some(AudioFrame::new(&buffer[..self.frame_samples], self.sample_rate, 1, timestamp))
+        Some(AudioFrame::new(
+            &buffer[..self.frame_samples],
+            self.sample_rate,
+            1,
+            timestamp,
+        ))
     }
 
     /// Chunks that finished playing since the last call: `(turn, text)` in order.
@@ -164,7 +170,8 @@ impl Egress {
                 parts.push(segment.text.clone());
                 played.complete_chunks += 1;
             } else if heard_until > segment.start {
-                let fraction = (heard_until - segment.start) as f64 / (segment.end - segment.start) as f64;
+                let fraction =
+                    (heard_until - segment.start) as f64 / (segment.end - segment.start) as f64;
                 let prefix = word_prefix(&segment.text, fraction);
                 if !prefix.is_empty() {
                     parts.push(prefix);
@@ -198,25 +205,38 @@ mod tests {
     const FRAME: usize = 320;
 
     fn drain_frames(egress: &mut Egress, n: usize) -> usize {
-        (0..n).filter_map(|_| egress.next_frame(Duration::ZERO)).count()
+        (0..n)
+            .filter_map(|_| egress.next_frame(Duration::ZERO))
+            .count()
     }
 
     #[test]
     fn frames_are_paced_and_the_last_is_padded() {
         let mut egress = Egress::new(RATE);
-        egress.push(TurnId(1), &[1000; FRAME * 2 + 10], "Hello there.").unwrap();
+        egress
+            .push(TurnId(1), &[1000; FRAME * 2 + 10], "Hello there.")
+            .unwrap();
         assert!(egress.is_speaking());
         assert_eq!(drain_frames(&mut egress, 10), 3);
         assert!(egress.next_frame(Duration::ZERO).is_none());
-        assert_eq!(egress.take_finished(), vec![(TurnId(1), "Hello there.".to_string())]);
+        assert_eq!(
+            egress.take_finished(),
+            vec![(TurnId(1), "Hello there.".to_string())]
+        );
     }
 
     #[test]
     fn interrupt_reports_whole_chunks_and_the_heard_part_of_the_current_one() {
         let mut egress = Egress::new(RATE);
-        egress.push(TurnId(1), &[1; FRAME * 2], "First sentence.").unwrap();
-        egress.push(TurnId(1), &[1; FRAME * 4], "one two three four").unwrap();
-        egress.push(TurnId(1), &[1; FRAME * 2], "Never heard.").unwrap();
+        egress
+            .push(TurnId(1), &[1; FRAME * 2], "First sentence.")
+            .unwrap();
+        egress
+            .push(TurnId(1), &[1; FRAME * 4], "one two three four")
+            .unwrap();
+        egress
+            .push(TurnId(1), &[1; FRAME * 2], "Never heard.")
+            .unwrap();
         drain_frames(&mut egress, 4); // chunk 1 fully, half of chunk 2
         let played = egress.interrupt(Duration::ZERO);
         assert_eq!(played.text, "First sentence. one two");
@@ -229,7 +249,9 @@ mod tests {
     #[test]
     fn audio_still_in_the_listeners_jitter_buffer_counts_as_unheard() {
         let mut egress = Egress::new(RATE);
-        egress.push(TurnId(1), &[1; FRAME * 2], "Short one.").unwrap();
+        egress
+            .push(TurnId(1), &[1; FRAME * 2], "Short one.")
+            .unwrap();
         egress.push(TurnId(1), &[1; FRAME * 2], "Second.").unwrap();
         drain_frames(&mut egress, 2);
         // 40 ms played, but the listener is 40 ms behind: nothing heard yet.
@@ -241,6 +263,9 @@ mod tests {
         let mut egress = Egress::new(8_000);
         let minute = vec![0i16; 8_000 * EGRESS_CAPACITY_SECONDS];
         egress.push(TurnId(1), &minute, "long").unwrap();
-        assert_eq!(egress.push(TurnId(1), &[0; 1], "more"), Err(EgressError::Full));
+        assert_eq!(
+            egress.push(TurnId(1), &[0; 1], "more"),
+            Err(EgressError::Full)
+        );
     }
 }

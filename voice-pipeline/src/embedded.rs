@@ -8,8 +8,8 @@ use dartmouth_models::ModelStore;
 
 use crate::llm::{EmbeddedLlm, LlmOptions};
 use crate::provider::{
-    CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, LlmUsage, ProviderError, SpeechChunk, Stt, SttEvent,
-    Tts, TtsEvent, event_channel,
+    CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, LlmUsage, ProviderError,
+    SpeechChunk, Stt, SttEvent, Tts, TtsEvent, event_channel,
 };
 use crate::stt::moonshine::MoonshineStt;
 use crate::stt::whisper::WhisperStt;
@@ -77,7 +77,9 @@ impl MoonshineProvider {
     /// Loads Moonshine on its own thread.
     pub fn load(store: &ModelStore) -> Result<Self, EmbeddedError> {
         let store = store.clone();
-        let worker = start("moonshine", move || MoonshineStt::load_with_threads(&store, MODEL_THREADS))?;
+        let worker = start("moonshine", move || {
+            MoonshineStt::load_with_threads(&store, MODEL_THREADS)
+        })?;
         Ok(Self { worker })
     }
 }
@@ -87,18 +89,27 @@ impl Stt for MoonshineProvider {
         "moonshine"
     }
 
-    fn transcribe(&self, audio_16k: Arc<[f32]>, cancel: CancellationToken) -> EventStream<SttEvent> {
+    fn transcribe(
+        &self,
+        audio_16k: Arc<[f32]>,
+        cancel: CancellationToken,
+    ) -> EventStream<SttEvent> {
         let (events, stream) = event_channel();
-        submit_or_report(&self.worker, events, SttEvent::Error, move |model, events| {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let event = match model.transcribe(&audio_16k) {
-                Ok(text) => SttEvent::Final(text),
-                Err(e) => SttEvent::Error(model_error("moonshine", e)),
-            };
-            let _ = events.blocking_send(event);
-        });
+        submit_or_report(
+            &self.worker,
+            events,
+            SttEvent::Error,
+            move |model, events| {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let event = match model.transcribe(&audio_16k) {
+                    Ok(text) => SttEvent::Final(text),
+                    Err(e) => SttEvent::Error(model_error("moonshine", e)),
+                };
+                let _ = events.blocking_send(event);
+            },
+        );
         stream
     }
 }
@@ -123,18 +134,27 @@ impl Stt for WhisperProvider {
         "whisper"
     }
 
-    fn transcribe(&self, audio_16k: Arc<[f32]>, cancel: CancellationToken) -> EventStream<SttEvent> {
+    fn transcribe(
+        &self,
+        audio_16k: Arc<[f32]>,
+        cancel: CancellationToken,
+    ) -> EventStream<SttEvent> {
         let (events, stream) = event_channel();
-        submit_or_report(&self.worker, events, SttEvent::Error, move |model, events| {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let event = match model.transcribe(&audio_16k) {
-                Ok(text) => SttEvent::Final(text),
-                Err(e) => SttEvent::Error(model_error("whisper", e)),
-            };
-            let _ = events.blocking_send(event);
-        });
+        submit_or_report(
+            &self.worker,
+            events,
+            SttEvent::Error,
+            move |model, events| {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let event = match model.transcribe(&audio_16k) {
+                    Ok(text) => SttEvent::Final(text),
+                    Err(e) => SttEvent::Error(model_error("whisper", e)),
+                };
+                let _ = events.blocking_send(event);
+            },
+        );
         stream
     }
 }
@@ -162,29 +182,42 @@ impl Llm for EmbeddedLlmProvider {
 
     fn stream(&self, request: LlmRequest, cancel: CancellationToken) -> EventStream<LlmEvent> {
         let (events, stream) = event_channel();
-        submit_or_report(&self.worker, events, LlmEvent::Error, move |model, events| {
-            if cancel.is_cancelled() {
-                return;
-            }
-            let mut on_token = |piece: &str| {
-                if cancel.is_cancelled() || events.blocking_send(LlmEvent::Token(piece.to_string())).is_err() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
+        submit_or_report(
+            &self.worker,
+            events,
+            LlmEvent::Error,
+            move |model, events| {
+                if cancel.is_cancelled() {
+                    return;
                 }
-            };
-            let max_tokens = if request.max_tokens == 0 { 256 } else { request.max_tokens };
-            let event = match model.generate(&request.messages, max_tokens, &mut on_token) {
-                Ok(stats) => LlmEvent::Done(LlmUsage {
-                    prompt_tokens: Some(stats.prompt_tokens),
-                    completion_tokens: Some(stats.generated_tokens),
-                }),
-                Err(e) => LlmEvent::Error(model_error("smollm2", e)),
-            };
-            if !cancel.is_cancelled() {
-                let _ = events.blocking_send(event);
-            }
-        });
+                let mut on_token = |piece: &str| {
+                    if cancel.is_cancelled()
+                        || events
+                            .blocking_send(LlmEvent::Token(piece.to_string()))
+                            .is_err()
+                    {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                };
+                let max_tokens = if request.max_tokens == 0 {
+                    256
+                } else {
+                    request.max_tokens
+                };
+                let event = match model.generate(&request.messages, max_tokens, &mut on_token) {
+                    Ok(stats) => LlmEvent::Done(LlmUsage {
+                        prompt_tokens: Some(stats.prompt_tokens),
+                        completion_tokens: Some(stats.generated_tokens),
+                    }),
+                    Err(e) => LlmEvent::Error(model_error("smollm2", e)),
+                };
+                if !cancel.is_cancelled() {
+                    let _ = events.blocking_send(event);
+                }
+            },
+        );
         stream
     }
 }
@@ -207,7 +240,10 @@ impl PiperProvider {
             Ok::<_, crate::tts::piper::PiperError>(tts)
         })?;
         let sample_rate = rate_rx.recv().unwrap_or(22_050);
-        Ok(Self { worker, sample_rate })
+        Ok(Self {
+            worker,
+            sample_rate,
+        })
     }
 }
 
@@ -222,9 +258,14 @@ impl Tts for PiperProvider {
 
     fn synthesize(&self, text: String, cancel: CancellationToken) -> EventStream<TtsEvent> {
         let (events, stream) = event_channel();
-        submit_or_report(&self.worker, events, TtsEvent::Error, move |model, events| {
-            speak(&cancel, &events, "piper", text, |t| model.synthesize(t));
-        });
+        submit_or_report(
+            &self.worker,
+            events,
+            TtsEvent::Error,
+            move |model, events| {
+                speak(&cancel, &events, "piper", text, |t| model.synthesize(t));
+            },
+        );
         stream
     }
 }
@@ -247,7 +288,10 @@ impl EspeakProvider {
             Ok::<_, crate::tts::espeak::EspeakError>(tts)
         })?;
         let sample_rate = rate_rx.recv().unwrap_or(22_050);
-        Ok(Self { worker, sample_rate })
+        Ok(Self {
+            worker,
+            sample_rate,
+        })
     }
 }
 
@@ -262,9 +306,14 @@ impl Tts for EspeakProvider {
 
     fn synthesize(&self, text: String, cancel: CancellationToken) -> EventStream<TtsEvent> {
         let (events, stream) = event_channel();
-        submit_or_report(&self.worker, events, TtsEvent::Error, move |model, events| {
-            speak(&cancel, &events, "espeak", text, |t| model.synthesize(t));
-        });
+        submit_or_report(
+            &self.worker,
+            events,
+            TtsEvent::Error,
+            move |model, events| {
+                speak(&cancel, &events, "espeak", text, |t| model.synthesize(t));
+            },
+        );
         stream
     }
 }

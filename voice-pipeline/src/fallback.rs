@@ -104,7 +104,10 @@ impl FallbackLlm {
             message: "no providers configured".to_string(),
         };
         for provider in &self.providers {
-            match self.attempt(provider.as_ref(), &request, &cancel, &tx).await {
+            match self
+                .attempt(provider.as_ref(), &request, &cancel, &tx)
+                .await
+            {
                 Attempt::Served | Attempt::Stopped => return,
                 Attempt::Failed(e) => {
                     tracing::warn!(provider = provider.name(), error = %e, "LLM provider failed, trying the next");
@@ -180,6 +183,7 @@ impl FallbackLlm {
                 None => tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Attempt::Stopped,
+                    () = tx.closed() => return Attempt::Stopped,
                     event = events.recv() => match event {
                         Some(event) => event,
                         None => return Attempt::Served,
@@ -226,8 +230,16 @@ mod tests {
         }
     }
 
-    fn scripted(name: &'static str, delay: Option<Duration>, events: Vec<LlmEvent>) -> Arc<dyn Llm> {
-        Arc::new(Scripted { name, delay, events })
+    fn scripted(
+        name: &'static str,
+        delay: Option<Duration>,
+        events: Vec<LlmEvent>,
+    ) -> Arc<dyn Llm> {
+        Arc::new(Scripted {
+            name,
+            delay,
+            events,
+        })
     }
 
     async fn collect(mut rx: EventStream<LlmEvent>) -> Vec<LlmEvent> {
@@ -250,7 +262,13 @@ mod tests {
         let zero = Some(Duration::ZERO);
         let chain = FallbackLlm::new(
             vec![
-                scripted("err", zero, vec![LlmEvent::Error(ProviderError::WorkerStopped { provider: "err".into() })]),
+                scripted(
+                    "err",
+                    zero,
+                    vec![LlmEvent::Error(ProviderError::WorkerStopped {
+                        provider: "err".into(),
+                    })],
+                ),
                 scripted("empty", zero, vec![LlmEvent::Done(LlmUsage::default())]),
                 scripted("silent", None, vec![]),
                 scripted("good", zero, ok_events()),
@@ -258,27 +276,46 @@ mod tests {
             Duration::from_millis(100),
         );
         let events = collect(chain.stream(LlmRequest::default(), CancellationToken::new())).await;
-        assert_eq!(events[0], LlmEvent::Served { provider: "good".into() });
+        assert_eq!(
+            events[0],
+            LlmEvent::Served {
+                provider: "good".into()
+            }
+        );
         assert_eq!(&events[1..], &ok_events()[..]);
     }
 
     #[tokio::test]
     async fn all_failing_reports_the_last_error_and_errors_after_a_token_are_forwarded() {
         let zero = Some(Duration::ZERO);
-        let late = ProviderError::WorkerStopped { provider: "b".into() };
+        let late = ProviderError::WorkerStopped {
+            provider: "b".into(),
+        };
         let chain = FallbackLlm::new(
             vec![
-                scripted("a", zero, vec![LlmEvent::Token("x".into()), LlmEvent::Error(late.clone())]),
+                scripted(
+                    "a",
+                    zero,
+                    vec![LlmEvent::Token("x".into()), LlmEvent::Error(late.clone())],
+                ),
                 scripted("b", zero, ok_events()),
             ],
             Duration::from_millis(100),
         );
         let events = collect(chain.stream(LlmRequest::default(), CancellationToken::new())).await;
         assert_eq!(events.last(), Some(&LlmEvent::Error(late)));
-        assert_eq!(events[0], LlmEvent::Served { provider: "a".into() });
+        assert_eq!(
+            events[0],
+            LlmEvent::Served {
+                provider: "a".into()
+            }
+        );
 
         let none = FallbackLlm::new(vec![scripted("s", None, vec![])], Duration::from_millis(50));
         let events = collect(none.stream(LlmRequest::default(), CancellationToken::new())).await;
-        assert!(matches!(&events[..], [LlmEvent::Error(ProviderError::Timeout { .. })]));
+        assert!(matches!(
+            &events[..],
+            [LlmEvent::Error(ProviderError::Timeout { .. })]
+        ));
     }
 }

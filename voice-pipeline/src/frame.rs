@@ -29,7 +29,9 @@ impl TurnId {
 #[non_exhaustive]
 pub enum FrameError {
     /// The sample rate is not one of [`SUPPORTED_RATES`].
-    #[error("unsupported sample rate {0} Hz (supported: 8000, 16000, 22050, 24000, 32000, 44100, 48000)")]
+    #[error(
+        "unsupported sample rate {0} Hz (supported: 8000, 16000, 22050, 24000, 32000, 44100, 48000)"
+    )]
     UnsupportedRate(u32),
     /// Only mono and stereo are accepted.
     #[error("unsupported channel count {0} (1 or 2)")]
@@ -80,7 +82,12 @@ impl PartialEq for AudioFrame {
 
 impl AudioFrame {
     /// A frame of `samples` (interleaved when stereo), validated.
-    pub fn new(samples: &[i16], sample_rate: u32, channels: u8, timestamp: Duration) -> Result<Self, FrameError> {
+    pub fn new(
+        samples: &[i16],
+        sample_rate: u32,
+        channels: u8,
+        timestamp: Duration,
+    ) -> Result<Self, FrameError> {
         if !SUPPORTED_RATES.contains(&sample_rate) {
             return Err(FrameError::UnsupportedRate(sample_rate));
         }
@@ -90,7 +97,7 @@ impl AudioFrame {
         if samples.len() > MAX_FRAME_SAMPLES {
             return Err(FrameError::TooLong(samples.len()));
         }
-        if samples.len() % usize::from(channels) != 0 {
+        if !samples.len().is_multiple_of(usize::from(channels)) {
             return Err(FrameError::Ragged {
                 samples: samples.len(),
                 channels,
@@ -161,6 +168,8 @@ pub enum SystemFrame {
 }
 
 /// Anything that flows through the pipeline.
+// Audio is carried inline on purpose: boxing it would allocate once per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// Audio.
@@ -188,15 +197,31 @@ mod tests {
     #[test]
     fn bad_frames_are_refused_with_a_reason() {
         let ts = Duration::ZERO;
-        assert_eq!(AudioFrame::new(&[0; 10], 11_025, 1, ts).unwrap_err(), FrameError::UnsupportedRate(11_025));
-        assert_eq!(AudioFrame::new(&[0; 10], 16_000, 3, ts).unwrap_err(), FrameError::UnsupportedChannels(3));
-        assert_eq!(AudioFrame::new(&[0; 3], 16_000, 2, ts).unwrap_err(), FrameError::Ragged { samples: 3, channels: 2 });
-        assert!(matches!(AudioFrame::new(&[0; 5000], 48_000, 1, ts), Err(FrameError::TooLong(5000))));
+        assert_eq!(
+            AudioFrame::new(&[0; 10], 11_025, 1, ts).unwrap_err(),
+            FrameError::UnsupportedRate(11_025)
+        );
+        assert_eq!(
+            AudioFrame::new(&[0; 10], 16_000, 3, ts).unwrap_err(),
+            FrameError::UnsupportedChannels(3)
+        );
+        assert_eq!(
+            AudioFrame::new(&[0; 3], 16_000, 2, ts).unwrap_err(),
+            FrameError::Ragged {
+                samples: 3,
+                channels: 2
+            }
+        );
+        assert!(matches!(
+            AudioFrame::new(&[0; 5000], 48_000, 1, ts),
+            Err(FrameError::TooLong(5000))
+        ));
     }
 
     #[test]
     fn stereo_is_averaged_to_mono_and_duration_follows_the_rate() {
-        let frame = AudioFrame::new(&[16_384, 0, -16_384, -16_384], 48_000, 2, Duration::ZERO).unwrap();
+        let frame =
+            AudioFrame::new(&[16_384, 0, -16_384, -16_384], 48_000, 2, Duration::ZERO).unwrap();
         let mut mono = Vec::new();
         frame.extend_mono_f32(&mut mono);
         assert_eq!(mono, vec![0.25, -0.5]);

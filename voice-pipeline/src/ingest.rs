@@ -62,13 +62,20 @@ pub struct Ingest {
 
 impl std::fmt::Debug for Ingest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingest").field("position", &self.position).finish_non_exhaustive()
+        f.debug_struct("Ingest")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
     }
 }
 
 impl Ingest {
     /// Builds the listening chain around loaded models.
-    pub fn new(vad: SileroVad, turn_model: Box<dyn TurnModel + Send>, vad_config: VadConfig, turn_config: TurnConfig) -> Self {
+    pub fn new(
+        vad: SileroVad,
+        turn_model: Box<dyn TurnModel + Send>,
+        vad_config: VadConfig,
+        turn_config: TurnConfig,
+    ) -> Self {
         Self {
             resampler: None,
             mono: Vec::with_capacity(crate::frame::MAX_FRAME_SAMPLES),
@@ -99,7 +106,11 @@ impl Ingest {
         frame.extend_mono_f32(&mut self.mono);
         let rate = frame.sample_rate();
         if self.resampler.as_ref().map(StreamResampler::from_hz) != Some(rate) {
-            self.resampler = Some(StreamResampler::new(rate, MODEL_RATE, crate::frame::MAX_FRAME_SAMPLES)?);
+            self.resampler = Some(StreamResampler::new(
+                rate,
+                MODEL_RATE,
+                crate::frame::MAX_FRAME_SAMPLES,
+            )?);
         }
         let resampler = self.resampler.as_mut().expect("set above");
         self.resampled.clear();

@@ -103,7 +103,8 @@ pub trait Stt: Send + Sync + 'static {
     /// Short provider name for logs and turn records (`moonshine`, `whisper`, `openai`).
     fn name(&self) -> &str;
     /// Transcribes 16 kHz mono samples in [-1, 1].
-    fn transcribe(&self, audio_16k: Arc<[f32]>, cancel: CancellationToken) -> EventStream<SttEvent>;
+    fn transcribe(&self, audio_16k: Arc<[f32]>, cancel: CancellationToken)
+    -> EventStream<SttEvent>;
 }
 
 /// A function the model may call, in the OpenAI tool shape.

@@ -4,11 +4,13 @@
 //! [`SUPPORTED_RATES`](crate::frame::SUPPORTED_RATES), fed in slices of any size. It wraps rubato's
 //! synchronous FFT resampler ([`rubato::Fft`], `FixedSync::Both`, Blackman-Harris² window): the
 //! ratio is fixed, so an exact rational resampler is both cheaper and cleaner than an asynchronous
-//! sinc one. Input is gathered into fixed blocks of about 10 ms (the smallest whole block the rate
-//! pair allows; 20 ms for 22.05 kHz against 8, 16 or 32 kHz), so a 20 ms frame never waits.
+//! sinc one. Input is gathered into fixed blocks of at least [`TARGET_BLOCK_MS`] (rubato needs a
+//! whole multiple of `from / gcd(from, to)` samples): 10 ms for most pairs, 13.3 ms for
+//! 22.05 kHz against 24 or 48 kHz, 20 ms for 22.05 kHz against 8, 16 or 32 kHz. Output comes out
+//! a block at a time, as soon as a block of input is complete.
 //!
-//! **Delay.** The filter delays the signal by half a block ([`StreamResampler::delay`], about 5 ms;
-//! 10 ms for the 20 ms pairs). The resampler drops those first `delay()` output samples itself, so
+//! **Delay.** The filter delays the signal by half a block ([`StreamResampler::delay`]: 5 ms,
+//! 6.7 ms or 10 ms). The resampler drops those first `delay()` output samples itself, so
 //! output sample `k` lines up with input time `k / to_hz`; the delay shows up only as latency
 //! (after `n` input samples, at most `n * to / from - delay()` samples have come out) until
 //! [`StreamResampler::flush`] drains the tail, giving `round(n * to / from)` samples in total.
@@ -342,7 +344,9 @@ impl StreamResampler {
         match &self.engine {
             None => self.max_block,
             Some(e) => {
-                let blocks = (e.chunk_in - 1 + self.max_block) / e.chunk_in;
+                // Up to `chunk_in - 1` samples wait in the buffer, so a full slice completes
+                // floor((chunk_in - 1 + max_block) / chunk_in) blocks.
+                let blocks = self.max_block.div_ceil(e.chunk_in);
                 (blocks * e.chunk_out).max(e.max_flush_len())
             }
         }
@@ -406,6 +410,12 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn resampler_can_move_to_a_worker_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<StreamResampler>();
     }
 
     #[test]

@@ -87,11 +87,15 @@ impl SileroVad {
                 "sr" => TensorRef::from_array_view(&self.sample_rate).map_err(fail)?,
             ])
             .map_err(fail)?;
-        let (_, probability) = outputs["output"].try_extract_tensor::<f32>().map_err(fail)?;
+        let (_, probability) = outputs["output"]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?;
         let probability = *probability
             .first()
             .ok_or_else(|| VadError::Inference("empty output".into()))?;
-        let (_, next_state) = outputs["stateN"].try_extract_tensor::<f32>().map_err(fail)?;
+        let (_, next_state) = outputs["stateN"]
+            .try_extract_tensor::<f32>()
+            .map_err(fail)?;
         self.state
             .as_slice_mut()
             .expect("state is contiguous")
@@ -251,7 +255,10 @@ mod tests {
     use super::*;
 
     fn run(segmenter: &mut VadSegmenter, probabilities: &[f32]) -> Vec<VadEvent> {
-        probabilities.iter().filter_map(|&p| segmenter.push(p)).collect()
+        probabilities
+            .iter()
+            .filter_map(|&p| segmenter.push(p))
+            .collect()
     }
 
     #[test]
@@ -272,7 +279,9 @@ mod tests {
             events,
             vec![
                 VadEvent::SpeechStart { at_sample: 1024 },
-                VadEvent::SpeechEnd { at_sample: 12 * 512 },
+                VadEvent::SpeechEnd {
+                    at_sample: 12 * 512
+                },
             ]
         );
     }
@@ -286,6 +295,11 @@ mod tests {
         let events = run(&mut segmenter, &probabilities);
         assert_eq!(events, vec![VadEvent::SpeechStart { at_sample: 0 }]);
         assert!(segmenter.is_speaking());
-        assert_eq!(segmenter.finish(), Some(VadEvent::SpeechEnd { at_sample: 15 * 512 }));
+        assert_eq!(
+            segmenter.finish(),
+            Some(VadEvent::SpeechEnd {
+                at_sample: 15 * 512
+            })
+        );
     }
 }

@@ -20,7 +20,9 @@ pub struct ModelWorker<M> {
 
 impl<M> std::fmt::Debug for ModelWorker<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelWorker").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("ModelWorker")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +84,11 @@ impl<M: 'static> ModelWorker<M> {
     }
 }
 
-fn run<M, E>(load: impl FnOnce() -> Result<M, E>, queue: Receiver<Job<M>>, loaded: SyncSender<Result<(), E>>) {
+fn run<M, E>(
+    load: impl FnOnce() -> Result<M, E>,
+    queue: Receiver<Job<M>>,
+    loaded: SyncSender<Result<(), E>>,
+) {
     let mut model = match load() {
         Ok(model) => {
             let _ = loaded.send(Ok(()));
@@ -140,11 +146,13 @@ mod tests {
             worker
                 .submit(move |v: &mut Vec<u32>| {
                     v.push(i);
-                    tx.send((v.clone(), std::thread::current().name().map(str::to_string))).unwrap();
+                    tx.send((v.clone(), std::thread::current().name().map(str::to_string)))
+                        .unwrap();
                 })
                 .unwrap();
         }
-        let last = (0..3).map(|_| rx.recv().unwrap()).last().unwrap();
+        let received: Vec<_> = (0..3).map(|_| rx.recv().unwrap()).collect();
+        let last = received.into_iter().next_back().unwrap();
         assert_eq!(last.0, vec![0, 1, 2]);
         assert_eq!(last.1.as_deref(), Some("test-worker"));
     }
@@ -157,6 +165,9 @@ mod tests {
         worker.submit(|_| panic!("boom")).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         worker.submit(move |m| tx.send(*m).unwrap()).unwrap();
-        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), 0);
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(),
+            0
+        );
     }
 }

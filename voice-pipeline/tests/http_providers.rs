@@ -109,10 +109,16 @@ async fn openai_assembles_streamed_tool_calls() {
         })
         .collect();
     assert_eq!(calls.len(), 2, "{events:?}");
-    assert_eq!((calls[0].id.as_str(), calls[0].name.as_str()), ("call_w", "get_weather"));
+    assert_eq!(
+        (calls[0].id.as_str(), calls[0].name.as_str()),
+        ("call_w", "get_weather")
+    );
     let args: serde_json::Value = serde_json::from_str(&calls[0].arguments).unwrap();
     assert_eq!(args, serde_json::json!({"city": "Paris"}));
-    assert_eq!((calls[1].id.as_str(), calls[1].name.as_str()), ("call_t", "get_time"));
+    assert_eq!(
+        (calls[1].id.as_str(), calls[1].name.as_str()),
+        ("call_t", "get_time")
+    );
     assert_eq!(calls[1].arguments, r#"{"tz":"CET"}"#);
     assert!(matches!(events.last(), Some(LlmEvent::Done(_))));
 }
@@ -120,7 +126,8 @@ async fn openai_assembles_streamed_tool_calls() {
 #[tokio::test]
 async fn openai_500_is_an_http_error_with_the_servers_message() {
     let server = MockServer::start().await;
-    let events = collect(openai(&server, "error500").stream(request(), CancellationToken::new())).await;
+    let events =
+        collect(openai(&server, "error500").stream(request(), CancellationToken::new())).await;
     assert_eq!(events.len(), 1);
     assert_eq!(
         single_error(&events),
@@ -148,12 +155,21 @@ async fn openai_first_token_timeout_on_a_hanging_server() {
     let server = MockServer::start().await;
     let cfg = config(&server, "hang").with_first_token_timeout(Duration::from_millis(300));
     let started = Instant::now();
-    let events = collect(OpenAiLlm::new(cfg).unwrap().stream(request(), CancellationToken::new())).await;
+    let events = collect(
+        OpenAiLlm::new(cfg)
+            .unwrap()
+            .stream(request(), CancellationToken::new()),
+    )
+    .await;
     assert!(
         matches!(single_error(&events), ProviderError::Timeout { after, .. } if *after == Duration::from_millis(300)),
         "{events:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -162,8 +178,16 @@ async fn openai_refused_connection_is_a_connection_error() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let cfg = HttpProviderConfig::new(format!("http://{addr}"), "text");
-    let events = collect(OpenAiLlm::new(cfg).unwrap().stream(request(), CancellationToken::new())).await;
-    assert!(matches!(single_error(&events), ProviderError::Connection { .. }), "{events:?}");
+    let events = collect(
+        OpenAiLlm::new(cfg)
+            .unwrap()
+            .stream(request(), CancellationToken::new()),
+    )
+    .await;
+    assert!(
+        matches!(single_error(&events), ProviderError::Connection { .. }),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
@@ -171,7 +195,10 @@ async fn openai_invalid_json_is_invalid_response_and_the_next_request_works() {
     let server = MockServer::start().await;
     let llm = openai(&server, "flaky");
     let events = collect(llm.stream(request(), CancellationToken::new())).await;
-    assert!(matches!(single_error(&events), ProviderError::InvalidResponse { .. }), "{events:?}");
+    assert!(
+        matches!(single_error(&events), ProviderError::InvalidResponse { .. }),
+        "{events:?}"
+    );
     let events = collect(llm.stream(request(), CancellationToken::new())).await;
     assert_eq!(tokens(&events).concat(), TEXT_TOKENS.concat());
     assert!(matches!(events.last(), Some(LlmEvent::Done(_))));
@@ -191,8 +218,15 @@ async fn cancelling_mid_stream_stops_the_stream_and_the_request() {
     let cancelled_at = Instant::now();
     // At most the events already queued, then the end.
     let rest = collect(rx).await;
-    assert!(cancelled_at.elapsed() < Duration::from_millis(500), "{:?}", cancelled_at.elapsed());
-    assert!(rest.iter().all(|e| matches!(e, LlmEvent::Token(_))), "{rest:?}");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        cancelled_at.elapsed()
+    );
+    assert!(
+        rest.iter().all(|e| matches!(e, LlmEvent::Token(_))),
+        "{rest:?}"
+    );
     // The server sees the connection go away.
     let deadline = Instant::now() + Duration::from_secs(3);
     while !server.observed.slow_dropped.load(Ordering::SeqCst) {
@@ -202,6 +236,20 @@ async fn cancelling_mid_stream_stops_the_stream_and_the_request() {
     assert!(server.observed.slow_sent.load(Ordering::SeqCst) < 200);
 }
 
+#[tokio::test]
+async fn dropping_the_stream_stops_the_request() {
+    let server = MockServer::start().await;
+    let mut rx = openai(&server, "slow").stream(request(), CancellationToken::new());
+    let event = tokio::time::timeout(EVENT_WAIT, rx.recv()).await.unwrap();
+    assert!(matches!(event, Some(LlmEvent::Token(_))), "{event:?}");
+    drop(rx);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !server.observed.slow_dropped.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "server still streaming");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn anthropic(server: &MockServer, model: &str) -> AnthropicLlm {
     AnthropicLlm::new(config(server, model)).unwrap()
 }
@@ -209,7 +257,9 @@ fn anthropic(server: &MockServer, model: &str) -> AnthropicLlm {
 #[tokio::test]
 async fn anthropic_streams_text_with_the_system_prompt_top_level() {
     let server = MockServer::start().await;
-    let events = collect(anthropic(&server, "claude-text").stream(request(), CancellationToken::new())).await;
+    let events =
+        collect(anthropic(&server, "claude-text").stream(request(), CancellationToken::new()))
+            .await;
     assert_eq!(tokens(&events), TEXT_TOKENS, "{events:?}");
     match events.last() {
         Some(LlmEvent::Done(usage)) => {
@@ -225,7 +275,8 @@ async fn anthropic_assembles_tool_use_blocks() {
     let server = MockServer::start().await;
     let mut req = request();
     req.tools = vec![weather_tool()];
-    let events = collect(anthropic(&server, "claude-tools").stream(req, CancellationToken::new())).await;
+    let events =
+        collect(anthropic(&server, "claude-tools").stream(req, CancellationToken::new())).await;
     assert_eq!(tokens(&events), ["Let me check."]);
     let call = events
         .iter()
@@ -234,7 +285,10 @@ async fn anthropic_assembles_tool_use_blocks() {
             _ => None,
         })
         .expect("a tool call");
-    assert_eq!((call.id.as_str(), call.name.as_str()), ("toolu_01", "get_weather"));
+    assert_eq!(
+        (call.id.as_str(), call.name.as_str()),
+        ("toolu_01", "get_weather")
+    );
     let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap();
     assert_eq!(args, serde_json::json!({"city": "Paris"}));
     assert!(matches!(events.last(), Some(LlmEvent::Done(_))));
@@ -243,8 +297,10 @@ async fn anthropic_assembles_tool_use_blocks() {
 #[tokio::test]
 async fn anthropic_error_event_and_bad_key_are_http_errors() {
     let server = MockServer::start().await;
-    let events =
-        collect(anthropic(&server, "claude-overloaded").stream(request(), CancellationToken::new())).await;
+    let events = collect(
+        anthropic(&server, "claude-overloaded").stream(request(), CancellationToken::new()),
+    )
+    .await;
     assert!(
         matches!(single_error(&events), ProviderError::Http { status: 529, message, .. } if message == "Overloaded"),
         "{events:?}"
@@ -270,7 +326,12 @@ async fn fallback_serves_from_the_second_provider_when_the_first_returns_500() {
     let server = MockServer::start().await;
     let llm = chain(openai(&server, "error500"), openai(&server, "text"));
     let events = collect(llm.stream(request(), CancellationToken::new())).await;
-    assert_eq!(events[0], LlmEvent::Served { provider: "backup".into() });
+    assert_eq!(
+        events[0],
+        LlmEvent::Served {
+            provider: "backup".into()
+        }
+    );
     assert_eq!(tokens(&events).concat(), TEXT_TOKENS.concat());
     assert!(matches!(events.last(), Some(LlmEvent::Done(_))));
 }
@@ -281,9 +342,18 @@ async fn fallback_serves_from_the_second_provider_when_the_first_hangs() {
     let llm = chain(openai(&server, "hang"), openai(&server, "text"));
     let started = Instant::now();
     let events = collect(llm.stream(request(), CancellationToken::new())).await;
-    assert_eq!(events[0], LlmEvent::Served { provider: "backup".into() });
+    assert_eq!(
+        events[0],
+        LlmEvent::Served {
+            provider: "backup".into()
+        }
+    );
     assert_eq!(tokens(&events).concat(), TEXT_TOKENS.concat());
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     // The slow provider's request was cancelled: the server sees its stream dropped.
     let deadline = Instant::now() + Duration::from_secs(3);
     while !server.observed.hang_dropped.load(Ordering::SeqCst) {
@@ -297,7 +367,12 @@ async fn fallback_reports_the_first_provider_when_it_answers() {
     let server = MockServer::start().await;
     let llm = chain(openai(&server, "text"), openai(&server, "error500"));
     let events = collect(llm.stream(request(), CancellationToken::new())).await;
-    assert_eq!(events[0], LlmEvent::Served { provider: "primary".into() });
+    assert_eq!(
+        events[0],
+        LlmEvent::Served {
+            provider: "primary".into()
+        }
+    );
     assert_eq!(tokens(&events), TEXT_TOKENS);
 }
 
@@ -313,13 +388,21 @@ async fn stt_uploads_a_wav_in_multipart_and_returns_the_final_text() {
 
     let bad = OpenAiStt::new(config(&server, "not-whisper")).unwrap();
     let events = collect(bad.transcribe(Arc::from(vec![0.0; 160]), CancellationToken::new())).await;
-    assert!(matches!(&events[..], [SttEvent::Error(ProviderError::Http { status: 400, .. })]), "{events:?}");
+    assert!(
+        matches!(
+            &events[..],
+            [SttEvent::Error(ProviderError::Http { status: 400, .. })]
+        ),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
 async fn tts_streams_pcm_in_100ms_chunks_with_the_text_on_the_first() {
     let server = MockServer::start().await;
-    let tts = OpenAiTts::new(config(&server, "tts-1")).unwrap().with_voice("nova");
+    let tts = OpenAiTts::new(config(&server, "tts-1"))
+        .unwrap()
+        .with_voice("nova");
     assert_eq!(tts.sample_rate(), 24_000);
     let text = "Hello there.".to_string();
     let events = collect(tts.synthesize(text.clone(), CancellationToken::new())).await;
@@ -335,7 +418,12 @@ async fn tts_streams_pcm_in_100ms_chunks_with_the_text_on_the_first() {
     assert_eq!(sizes, [CHUNK_SAMPLES, CHUNK_SAMPLES, CHUNK_SAMPLES, 1_200]);
     assert_eq!(chunks[0].text, text);
     assert!(chunks[1..].iter().all(|c| c.text.is_empty()));
-    let samples: Vec<i16> = chunks.iter().flat_map(|c| c.samples.iter().copied()).collect();
-    let expected: Vec<i16> = (0..mock_server::SPEECH_SAMPLES).map(mock_server::speech_sample).collect();
+    let samples: Vec<i16> = chunks
+        .iter()
+        .flat_map(|c| c.samples.iter().copied())
+        .collect();
+    let expected: Vec<i16> = (0..mock_server::SPEECH_SAMPLES)
+        .map(mock_server::speech_sample)
+        .collect();
     assert_eq!(samples, expected);
 }

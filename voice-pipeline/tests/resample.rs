@@ -346,6 +346,10 @@ fn steady_state_does_not_allocate() {
         (24_000, 48_000, 3_000),
         (16_000, 16_000, 320),
     ];
+    // The counter sees this thread's allocations.
+    let probe = allocations();
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(16)));
+    assert_eq!(allocations(), probe + 1);
     for (from, to, block) in cases {
         let input = sine(440.0, from, block, 0.5);
         let mut rs = StreamResampler::new(from, to, block).unwrap();

@@ -19,6 +19,19 @@ use crate::resample::StreamResampler;
 use crate::text::normalize_words;
 use crate::turn::{TurnEnd, TurnEndReason};
 
+/// Sounds transcribed as words that do not interrupt the agent on their own.
+const FILLERS: &[&str] = &[
+    "hmm", "hm", "mm", "mhm", "uh", "um", "ah", "oh", "er", "erm",
+];
+
+/// Words in a transcript that carry meaning (fillers and noise transcriptions excluded).
+fn spoken_words(text: &str) -> usize {
+    normalize_words(text)
+        .iter()
+        .filter(|w| !FILLERS.contains(&w.as_str()))
+        .count()
+}
+
 /// How often the loop wakes to check timers and playback when nothing else happens.
 const TICK: Duration = Duration::from_millis(20);
 /// Largest TTS chunk resampled in one call (samples).
@@ -125,7 +138,9 @@ impl Runner {
                 Wake::Ingest(None) => ingest_open = false,
                 Wake::Ingest(Some(event)) => self.on_ingest(event),
                 Wake::Text(None) => text_open = false,
-                Wake::Text(Some(message)) => self.on_user_text(message, None, Instant::now(), Duration::ZERO),
+                Wake::Text(Some(message)) => {
+                    self.on_user_text(message, None, Instant::now(), Duration::ZERO)
+                }
                 Wake::Stt(event) => self.on_stt(event),
                 Wake::Llm(event) => self.on_llm(event),
                 Wake::Tts(event) => self.on_tts(event),
@@ -162,11 +177,16 @@ impl Runner {
 
     /// Possible barge-in: playback holds at once; the transcript decides whether it was words.
     fn on_speech_started(&mut self) {
-        let Some(answer) = self.answer.as_ref() else { return };
+        let Some(answer) = self.answer.as_ref() else {
+            return;
+        };
         if self.barge_in.is_some() {
             return;
         }
-        if answer.speaking_since.is_some_and(|since| since.elapsed() < self.config.echo_guard) {
+        if answer
+            .speaking_since
+            .is_some_and(|since| since.elapsed() < self.config.echo_guard)
+        {
             return; // the agent's own voice, most likely
         }
         self.barge_in = Some(Instant::now());
@@ -186,7 +206,9 @@ impl Runner {
             cancel,
             stream,
             reason: end.reason,
-            speech_end: Instant::now().checked_sub(end_of_turn).unwrap_or_else(Instant::now),
+            speech_end: Instant::now()
+                .checked_sub(end_of_turn)
+                .unwrap_or_else(Instant::now),
             end_of_turn,
         });
         if self.answer.is_none() {
@@ -195,11 +217,18 @@ impl Runner {
     }
 
     fn on_stt(&mut self, event: Option<SttEvent>) {
-        let Some(listening) = self.listening.take() else { return };
+        let Some(listening) = self.listening.take() else {
+            return;
+        };
         match event {
             Some(SttEvent::Partial(_)) => self.listening = Some(listening),
-            Some(SttEvent::Final(text)) if !normalize_words(&text).is_empty() => {
-                self.on_user_text(text, Some(listening.reason), listening.speech_end, listening.end_of_turn);
+            Some(SttEvent::Final(text)) if spoken_words(&text) > 0 => {
+                self.on_user_text(
+                    text,
+                    Some(listening.reason),
+                    listening.speech_end,
+                    listening.end_of_turn,
+                );
             }
             Some(SttEvent::Error(error)) => {
                 self.emit(AgentEvent::Error(error.to_string()));
@@ -223,11 +252,20 @@ impl Runner {
     }
 
     /// The person said something: any answer in progress is cut, and a new one starts.
-    fn on_user_text(&mut self, text: String, reason: Option<TurnEndReason>, speech_end: Instant, end_of_turn: Duration) {
+    fn on_user_text(
+        &mut self,
+        text: String,
+        reason: Option<TurnEndReason>,
+        speech_end: Instant,
+        end_of_turn: Duration,
+    ) {
         self.interrupt_answer();
         self.turn = self.turn.next();
         let turn = self.turn;
-        self.emit(AgentEvent::UserTranscript { turn, text: text.clone() });
+        self.emit(AgentEvent::UserTranscript {
+            turn,
+            text: text.clone(),
+        });
         self.emit(AgentEvent::State(AgentState::Thinking));
         let messages = {
             let mut conversation = self.conversation();
@@ -247,7 +285,9 @@ impl Runner {
             end_of_turn,
             stt_final: reason.map(|_| speech_end.elapsed()),
             providers: (
-                reason.map_or("client", |_| self.providers.stt.name()).to_string(),
+                reason
+                    .map_or("client", |_| self.providers.stt.name())
+                    .to_string(),
                 self.providers.llm.name().to_string(),
                 self.providers.tts.name().to_string(),
             ),
@@ -273,7 +313,9 @@ impl Runner {
     /// Cuts the answer in progress to what the listener heard and records it.
     fn interrupt_answer(&mut self) {
         self.barge_in = None;
-        let Some(mut answer) = self.answer.take() else { return };
+        let Some(mut answer) = self.answer.take() else {
+            return;
+        };
         answer.cancel.cancel();
         let heard = self.egress().interrupt(self.config.listener_lag).text;
         {
@@ -284,12 +326,17 @@ impl Runner {
         }
         answer.record.interrupted = true;
         answer.record.answer = heard.clone();
-        self.emit(AgentEvent::Interrupted { turn: answer.turn, heard });
+        self.emit(AgentEvent::Interrupted {
+            turn: answer.turn,
+            heard,
+        });
         self.emit(AgentEvent::TurnComplete(answer.record));
     }
 
     fn on_llm(&mut self, event: Option<LlmEvent>) {
-        let Some(answer) = self.answer.as_mut() else { return };
+        let Some(answer) = self.answer.as_mut() else {
+            return;
+        };
         match event {
             Some(LlmEvent::Token(token)) => {
                 if answer.record.llm_first_token.is_none() {
@@ -312,7 +359,9 @@ impl Runner {
     }
 
     fn finish_answer_text(&mut self) {
-        let Some(answer) = self.answer.as_mut() else { return };
+        let Some(answer) = self.answer.as_mut() else {
+            return;
+        };
         answer.llm = None;
         if let Some(rest) = answer.chunker.finish() {
             Self::speak(&self.providers, answer, rest);
@@ -325,13 +374,17 @@ impl Runner {
 
     fn speak(providers: &Providers, answer: &mut Answer, chunk: String) {
         answer.tts_texts.push_back(chunk.clone());
-        answer.tts.push_back(providers.tts.synthesize(chunk, answer.cancel.clone()));
+        answer
+            .tts
+            .push_back(providers.tts.synthesize(chunk, answer.cancel.clone()));
     }
 
     fn on_tts(&mut self, event: Option<TtsEvent>) {
         let output_rate = self.config.output_rate;
         let tts_rate = self.providers.tts.sample_rate();
-        let Some(answer) = self.answer.as_mut() else { return };
+        let Some(answer) = self.answer.as_mut() else {
+            return;
+        };
         match event {
             Some(TtsEvent::Audio(chunk)) => {
                 if answer.resampler.is_none() {
@@ -360,7 +413,9 @@ impl Runner {
                     return;
                 }
                 answer.samples.clear();
-                answer.samples.extend(answer.resampled.iter().map(|&s| f32_to_i16(s)));
+                answer
+                    .samples
+                    .extend(answer.resampled.iter().map(|&s| f32_to_i16(s)));
                 let text = if chunk.text.is_empty() {
                     answer.tts_texts.front().cloned().unwrap_or_default()
                 } else {
@@ -371,7 +426,11 @@ impl Runner {
                     answer.record.tts_first_audio = Some(answer.speech_end.elapsed());
                     answer.speaking_since = Some(Instant::now());
                 }
-                let pushed = self.egress.lock().unwrap_or_else(|p| p.into_inner()).push(turn, &answer.samples, &text);
+                let pushed = self.egress.lock().unwrap_or_else(|p| p.into_inner()).push(
+                    turn,
+                    &answer.samples,
+                    &text,
+                );
                 if let Err(e) = pushed {
                     self.emit(AgentEvent::Error(e.to_string()));
                 }
@@ -401,12 +460,26 @@ impl Runner {
             self.emit(AgentEvent::State(AgentState::Listening));
             return;
         }
-        let finished = self.answer.as_ref().is_some_and(|a| a.llm.is_none() && a.tts.is_empty())
+        let finished = self
+            .answer
+            .as_ref()
+            .is_some_and(|a| a.llm.is_none() && a.tts.is_empty())
             && self.barge_in.is_none()
             && !self.egress().is_speaking();
         if finished && let Some(answer) = self.answer.take() {
             self.emit(AgentEvent::TurnComplete(answer.record));
             self.emit(AgentEvent::State(AgentState::Listening));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fillers_and_noise_are_not_words() {
+        assert_eq!(super::spoken_words("Hmm."), 0);
+        assert_eq!(super::spoken_words("uh, um"), 0);
+        assert_eq!(super::spoken_words(""), 0);
+        assert_eq!(super::spoken_words("Um, stop please"), 2);
     }
 }

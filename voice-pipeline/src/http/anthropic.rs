@@ -250,9 +250,16 @@ impl State {
         }
     }
 
-    fn slot(&mut self, provider: &str, index: usize) -> Result<&mut Option<ToolCall>, ProviderError> {
+    fn slot(
+        &mut self,
+        provider: &str,
+        index: usize,
+    ) -> Result<&mut Option<ToolCall>, ProviderError> {
         if index >= MAX_CONTENT_BLOCKS {
-            return Err(invalid_response(provider, format!("content block index {index} too large")));
+            return Err(invalid_response(
+                provider,
+                format!("content block index {index} too large"),
+            ));
         }
         if self.blocks.len() <= index {
             self.blocks.resize_with(index + 1, || None);
@@ -401,7 +408,10 @@ async fn run(
         }
     }
     if !state.stopped {
-        return Err(invalid_response(provider, "stream ended before message_stop"));
+        return Err(invalid_response(
+            provider,
+            "stream ended before message_stop",
+        ));
     }
     let _ = tx.send(LlmEvent::Done(state.usage)).await;
     Ok(())
@@ -443,7 +453,10 @@ mod tests {
         let Ok(Step::ToolCall(call)) = stop else {
             panic!("no tool call")
         };
-        assert_eq!((call.id.as_str(), call.name.as_str()), ("toolu_1", "lookup"));
+        assert_eq!(
+            (call.id.as_str(), call.name.as_str()),
+            ("toolu_1", "lookup")
+        );
         assert_eq!(call.arguments, r#"{"q":1}"#);
         let err = handle_data(
             "t",

@@ -31,7 +31,7 @@ pub use anthropic::AnthropicLlm;
 pub use openai_llm::OpenAiLlm;
 pub use openai_stt::OpenAiStt;
 pub use openai_tts::OpenAiTts;
-pub use sse::{MAX_SSE_LINE, SseEvent, SseParser};
+pub use sse::{MAX_SSE_LINE, SseError, SseEvent, SseParser};
 
 /// Default bound on a whole job (request, response and streamed body).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,9 +125,8 @@ impl HttpProviderConfig {
     pub fn header_map(&self, provider: &str) -> Result<HeaderMap, ProviderError> {
         let mut map = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                invalid_request(provider, format!("invalid header name {name:?}"))
-            })?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid_request(provider, format!("invalid header name {name:?}")))?;
             let mut value = HeaderValue::from_str(value)
                 .map_err(|_| invalid_request(provider, format!("invalid value for {name}")))?;
             value.set_sensitive(true);
@@ -382,7 +381,10 @@ mod tests {
         let anthropic =
             br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert_eq!(error_message(anthropic), "Overloaded");
-        assert_eq!(error_message(br#"{"error":"model not found"}"#), "model not found");
+        assert_eq!(
+            error_message(br#"{"error":"model not found"}"#),
+            "model not found"
+        );
         assert_eq!(error_message(br#"{"detail":"Not Found"}"#), "Not Found");
         assert_eq!(error_message(b"Bad Gateway\n"), "Bad Gateway");
         assert_eq!(error_message(b""), "");
@@ -396,7 +398,10 @@ mod tests {
             "https://api.openai.com/v1/chat/completions"
         );
         let c = HttpProviderConfig::new("http://127.0.0.1:8000", "m");
-        assert_eq!(c.endpoint("/v1/messages"), "http://127.0.0.1:8000/v1/messages");
+        assert_eq!(
+            c.endpoint("/v1/messages"),
+            "http://127.0.0.1:8000/v1/messages"
+        );
     }
 
     #[test]

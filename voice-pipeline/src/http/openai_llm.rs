@@ -236,10 +236,18 @@ pub(crate) struct ToolCalls {
 }
 
 impl ToolCalls {
-    fn apply(&mut self, provider: &str, position: usize, d: ToolCallDelta<'_>) -> Result<(), ProviderError> {
+    fn apply(
+        &mut self,
+        provider: &str,
+        position: usize,
+        d: ToolCallDelta<'_>,
+    ) -> Result<(), ProviderError> {
         let index = d.index.unwrap_or(position);
         if index >= MAX_TOOL_CALLS {
-            return Err(invalid_response(provider, format!("tool call index {index} too large")));
+            return Err(invalid_response(
+                provider,
+                format!("tool call index {index} too large"),
+            ));
         }
         while self.calls.len() <= index {
             self.calls.push(ToolCall {
@@ -266,18 +274,21 @@ impl ToolCalls {
     /// The assembled calls in index order; missing ids become `call_{index}`, empty arguments
     /// `{}`. Slots the server never named are dropped.
     fn finish(self) -> impl Iterator<Item = ToolCall> {
-        self.calls.into_iter().enumerate().filter_map(|(i, mut call)| {
-            if call.name.is_empty() {
-                return None;
-            }
-            if call.id.is_empty() {
-                call.id = format!("call_{i}");
-            }
-            if call.arguments.trim().is_empty() {
-                call.arguments = "{}".to_string();
-            }
-            Some(call)
-        })
+        self.calls
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, mut call)| {
+                if call.name.is_empty() {
+                    return None;
+                }
+                if call.id.is_empty() {
+                    call.id = format!("call_{i}");
+                }
+                if call.arguments.trim().is_empty() {
+                    call.arguments = "{}".to_string();
+                }
+                Some(call)
+            })
     }
 }
 
@@ -291,7 +302,10 @@ enum Step {
 fn in_stream_error(provider: &str, error: &serde_json::Value) -> ProviderError {
     let status = error
         .get("code")
-        .and_then(|c| c.as_u64().or_else(|| c.as_str().and_then(|s| s.parse().ok())))
+        .and_then(|c| {
+            c.as_u64()
+                .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+        })
         .filter(|c| (100..600).contains(c))
         .unwrap_or(500) as u16;
     let message = match error.get("message").and_then(|m| m.as_str()) {
@@ -389,7 +403,8 @@ async fn run(
                 }
                 handle_data(provider, event.data, &mut state)?
             };
-            if !clock.has_first() && (matches!(step, Step::Token(_)) || !state.tools.calls.is_empty())
+            if !clock.has_first()
+                && (matches!(step, Step::Token(_)) || !state.tools.calls.is_empty())
             {
                 clock.first_output();
             }
@@ -401,7 +416,10 @@ async fn run(
         }
     }
     if !state.finished {
-        return Err(invalid_response(provider, "stream ended before the answer was complete"));
+        return Err(invalid_response(
+            provider,
+            "stream ended before the answer was complete",
+        ));
     }
     for call in state.tools.finish() {
         if tx.send(LlmEvent::ToolCall(call)).await.is_err() {
@@ -448,10 +466,16 @@ mod tests {
     #[test]
     fn escaped_text_is_unescaped_and_errors_map_to_http() {
         let mut s = state();
-        let step = handle_data("t", r#"{"choices":[{"delta":{"content":"a\"b\n"}}]}"#, &mut s);
+        let step = handle_data(
+            "t",
+            r#"{"choices":[{"delta":{"content":"a\"b\n"}}]}"#,
+            &mut s,
+        );
         assert!(matches!(step, Ok(Step::Token(t)) if t == "a\"b\n"));
         let err = handle_data("t", r#"{"error":{"message":"boom","code":503}}"#, &mut s);
-        assert!(matches!(err, Err(ProviderError::Http { status: 503, ref message, .. }) if message == "boom"));
+        assert!(
+            matches!(err, Err(ProviderError::Http { status: 503, ref message, .. }) if message == "boom")
+        );
         let bad = handle_data("t", "{not json", &mut s);
         assert!(matches!(bad, Err(ProviderError::InvalidResponse { .. })));
     }

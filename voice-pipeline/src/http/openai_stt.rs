@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{HttpProviderConfig, JobClock, invalid_response, spawn_job};
-use crate::provider::{CancellationToken, EventStream, ProviderError, Stt, SttEvent, event_channel};
+use crate::provider::{
+    CancellationToken, EventStream, ProviderError, Stt, SttEvent, event_channel,
+};
 
 /// Sample rate of the audio the pipeline transcribes (and of the uploaded WAV).
 pub const STT_SAMPLE_RATE: u32 = 16_000;
@@ -69,7 +71,11 @@ impl Stt for OpenAiStt {
         &self.inner.name
     }
 
-    fn transcribe(&self, audio_16k: Arc<[f32]>, cancel: CancellationToken) -> EventStream<SttEvent> {
+    fn transcribe(
+        &self,
+        audio_16k: Arc<[f32]>,
+        cancel: CancellationToken,
+    ) -> EventStream<SttEvent> {
         let (tx, rx) = event_channel();
         let inner = Arc::clone(&self.inner);
         let job_tx = tx.clone();
@@ -128,8 +134,10 @@ fn multipart(boundary: &str, fields: &[(&str, &str)], wav: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(wav.len() + 512);
     for (name, value) in fields {
         body.extend_from_slice(
-            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
-                .as_bytes(),
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
         );
     }
     body.extend_from_slice(
@@ -156,7 +164,10 @@ async fn run(inner: &Inner, audio: &[f32]) -> Result<String, ProviderError> {
     let mut clock = JobClock::start(config);
     clock.first_output();
     let boundary = boundary();
-    let mut fields = vec![("model", config.model.as_str()), ("response_format", "json")];
+    let mut fields = vec![
+        ("model", config.model.as_str()),
+        ("response_format", "json"),
+    ];
     if let Some(language) = &inner.language {
         fields.push(("language", language.as_str()));
     }
@@ -183,8 +194,12 @@ async fn run(inner: &Inner, audio: &[f32]) -> Result<String, ProviderError> {
         }
         bytes.extend_from_slice(&chunk);
     }
-    let answer: Transcription = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid_response(provider, format!("transcription is not JSON with text: {e}")))?;
+    let answer: Transcription = serde_json::from_slice(&bytes).map_err(|e| {
+        invalid_response(
+            provider,
+            format!("transcription is not JSON with text: {e}"),
+        )
+    })?;
     Ok(answer.text.trim().to_string())
 }
 

@@ -154,7 +154,8 @@ mod tests {
         out
     }
 
-    const STREAM: &[u8] = b": keep-alive\r\n\r\nevent: ping\r\ndata: {\"a\":1}\r\n\r\ndata: x\ndata:y\n\n\
+    const STREAM: &[u8] =
+        b": keep-alive\r\n\r\nevent: ping\r\ndata: {\"a\":1}\r\n\r\ndata: x\ndata:y\n\n\
         id: 7\nretry: 10\ndata: [DONE]\n\n";
 
     fn expected() -> Vec<(String, String)> {

@@ -128,7 +128,9 @@ pub(crate) fn requantise<R: Read + Seek>(
         let qt = ct.tensor(reader, name, device)?;
         let qt = match qt.dtype() {
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 | GgmlDType::Q8_0 => qt,
-            _ if qt.rank() == 2 && qt.shape().dims()[1] % GgmlDType::Q8_0.block_size() == 0 => {
+            _ if qt.rank() == 2
+                && qt.shape().dims()[1].is_multiple_of(GgmlDType::Q8_0.block_size()) =>
+            {
                 QTensor::quantize(&qt.dequantize(device)?, GgmlDType::Q8_0)?
             }
             _ => QTensor::quantize(&qt.dequantize(device)?, GgmlDType::F32)?,

@@ -223,8 +223,9 @@ impl EndOfTurn {
         }
     }
 
-    /// The next finished turn, if any. After speech ends this asks `model` once (on the whole
-    /// utterance so far); a probability at or above the threshold ends the turn now, otherwise
+    /// The next finished turn, if any. After speech ends this asks `model` once, on the whole
+    /// utterance so far (pre-roll, speech, and the silence the VAD took to confirm the end, as
+    /// pipecat feeds Smart Turn); a probability at or above the threshold ends the turn now, otherwise
     /// the turn ends when silence reaches `max_silence_ms`. Model errors are kept for
     /// [`take_model_error`](EndOfTurn::take_model_error) and leave silence timing in charge.
     pub fn poll(&mut self, now: Duration, model: &mut dyn TurnModel) -> Option<TurnEnd> {

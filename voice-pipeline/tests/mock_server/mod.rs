@@ -21,7 +21,16 @@ use serde_json::{Value, json};
 /// The key the mock accepts.
 pub const API_KEY: &str = "test-key";
 /// The text the `text` and `claude-text` models stream.
-pub const TEXT_TOKENS: &[&str] = &["Hello", ",", " world", "!", " Café", " ☕", " \"quoted\"\n", "done."];
+pub const TEXT_TOKENS: &[&str] = &[
+    "Hello",
+    ",",
+    " world",
+    "!",
+    " Café",
+    " ☕",
+    " \"quoted\"\n",
+    "done.",
+];
 /// The system prompt the Anthropic endpoint expects at top level.
 pub const SYSTEM_PROMPT: &str = "Be brief.";
 /// Samples the speech endpoint streams (350 ms at 24 kHz).
@@ -130,11 +139,14 @@ fn split_body(text: String) -> Body {
         at = end;
         size = 5 + (size * 7) % 19;
     }
-    Body::from_stream(futures_util::stream::unfold(pieces, |mut pieces| async move {
-        let piece = pieces.pop_front()?;
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        Some((Ok::<_, std::convert::Infallible>(piece), pieces))
-    }))
+    Body::from_stream(futures_util::stream::unfold(
+        pieces,
+        |mut pieces| async move {
+            let piece = pieces.pop_front()?;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Some((Ok::<_, std::convert::Infallible>(piece), pieces))
+        },
+    ))
 }
 
 fn data(value: Value) -> String {
@@ -154,10 +166,16 @@ fn text_stream(tokens: &[&str]) -> String {
     for (i, t) in tokens.iter().enumerate() {
         let c = chunk(json!({"content": t}), None);
         // Some servers end lines with CRLF; mix both.
-        s += &if i % 2 == 0 { c.replace('\n', "\r\n") } else { c };
+        s += &if i % 2 == 0 {
+            c.replace('\n', "\r\n")
+        } else {
+            c
+        };
     }
     s += &chunk(json!({}), Some("stop"));
-    s += &data(json!({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": tokens.len(), "total_tokens": 12 + tokens.len()}}));
+    s += &data(
+        json!({"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": tokens.len(), "total_tokens": 12 + tokens.len()}}),
+    );
     s + "data: [DONE]\n\n"
 }
 
@@ -185,7 +203,9 @@ fn tool_stream() -> String {
 }
 
 async fn chat(State(observed): State<Arc<Observed>>, headers: HeaderMap, body: Bytes) -> Response {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if auth != Some(&format!("Bearer {API_KEY}")) {
         return openai_error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.");
     }
@@ -193,7 +213,10 @@ async fn chat(State(observed): State<Arc<Observed>>, headers: HeaderMap, body: B
         return openai_error(StatusCode::BAD_REQUEST, "body is not JSON");
     };
     if request["stream"] != json!(true) || !request["messages"].is_array() {
-        return openai_error(StatusCode::BAD_REQUEST, "expected stream: true and messages");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "expected stream: true and messages",
+        );
     }
     match request["model"].as_str().unwrap_or_default() {
         "text" => sse_response(split_body(text_stream(TEXT_TOKENS))),
@@ -201,7 +224,10 @@ async fn chat(State(observed): State<Arc<Observed>>, headers: HeaderMap, body: B
             if request["tools"][0]["type"] != "function"
                 || request["tools"][0]["function"]["name"] != "get_weather"
             {
-                return openai_error(StatusCode::BAD_REQUEST, "tools missing or not in OpenAI shape");
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "tools missing or not in OpenAI shape",
+                );
             }
             sse_response(split_body(tool_stream()))
         }
@@ -246,7 +272,10 @@ async fn chat(State(observed): State<Arc<Observed>>, headers: HeaderMap, body: B
             });
             sse_response(Body::from_stream(stream))
         }
-        other => openai_error(StatusCode::NOT_FOUND, &format!("The model `{other}` does not exist")),
+        other => openai_error(
+            StatusCode::NOT_FOUND,
+            &format!("The model `{other}` does not exist"),
+        ),
     }
 }
 
@@ -259,36 +288,76 @@ fn anthropic_stream(tokens: &[&str], tool: bool) -> String {
         "message_start",
         json!({"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "content": [], "model": "claude-mock", "stop_reason": null, "usage": {"input_tokens": 25, "output_tokens": 1}}}),
     );
-    s += &anthropic_event("content_block_start", json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}));
+    s += &anthropic_event(
+        "content_block_start",
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+    );
     s += &anthropic_event("ping", json!({"type": "ping"}));
     for t in tokens {
-        s += &anthropic_event("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}));
+        s += &anthropic_event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
+        );
     }
-    s += &anthropic_event("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+    s += &anthropic_event(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    );
     if tool {
-        s += &anthropic_event("content_block_start", json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}}));
+        s += &anthropic_event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {}}}),
+        );
         for part in ["", "{\"city\": ", "\"Par", "is\"}"] {
-            s += &anthropic_event("content_block_delta", json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}}));
+            s += &anthropic_event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": part}}),
+            );
         }
-        s += &anthropic_event("content_block_stop", json!({"type": "content_block_stop", "index": 1}));
+        s += &anthropic_event(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        );
     }
     let stop = if tool { "tool_use" } else { "end_turn" };
-    s += &anthropic_event("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 15}}));
+    s += &anthropic_event(
+        "message_delta",
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 15}}),
+    );
     s + &anthropic_event("message_stop", json!({"type": "message_stop"}))
 }
 
 async fn messages(headers: HeaderMap, body: Bytes) -> Response {
     let anthropic_error = |status: StatusCode, kind: &str, message: &str| {
-        error_json(status, json!({"type": "error", "error": {"type": kind, "message": message}}))
+        error_json(
+            status,
+            json!({"type": "error", "error": {"type": kind, "message": message}}),
+        )
     };
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
-        return anthropic_error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key");
+        return anthropic_error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid x-api-key",
+        );
     }
-    if headers.get("anthropic-version").and_then(|v| v.to_str().ok()) != Some("2023-06-01") {
-        return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "anthropic-version missing");
+    if headers
+        .get("anthropic-version")
+        .and_then(|v| v.to_str().ok())
+        != Some("2023-06-01")
+    {
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version missing",
+        );
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
-        return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "body is not JSON");
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "body is not JSON",
+        );
     };
     let messages = request["messages"].as_array().cloned().unwrap_or_default();
     if request["system"] != SYSTEM_PROMPT
@@ -296,19 +365,33 @@ async fn messages(headers: HeaderMap, body: Bytes) -> Response {
         || !request["max_tokens"].is_u64()
         || request["stream"] != json!(true)
     {
-        return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "bad request shape");
+        return anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "bad request shape",
+        );
     }
     match request["model"].as_str().unwrap_or_default() {
         "claude-text" => sse_response(split_body(anthropic_stream(TEXT_TOKENS, false))),
         "claude-tools" => {
             if request["tools"][0]["input_schema"]["type"] != "object" {
-                return anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "tools.0.input_schema missing");
+                return anthropic_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "tools.0.input_schema missing",
+                );
             }
             sse_response(split_body(anthropic_stream(&["Let me check."], true)))
         }
         "claude-overloaded" => {
-            let mut s = anthropic_event("message_start", json!({"type": "message_start", "message": {"id": "msg_2", "usage": {"input_tokens": 3, "output_tokens": 0}}}));
-            s += &anthropic_event("error", json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}));
+            let mut s = anthropic_event(
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "msg_2", "usage": {"input_tokens": 3, "output_tokens": 0}}}),
+            );
+            s += &anthropic_event(
+                "error",
+                json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+            );
             sse_response(split_body(s))
         }
         _ => anthropic_error(StatusCode::NOT_FOUND, "not_found_error", "model not found"),
@@ -352,10 +435,17 @@ fn multipart_parts<'a>(boundary: &str, body: &'a [u8]) -> Option<Vec<(String, &'
 }
 
 async fn transcriptions(headers: HeaderMap, body: Bytes) -> Response {
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {API_KEY}")) {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {API_KEY}"))
+    {
         return openai_error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.");
     }
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let Some(boundary) = content_type.strip_prefix("multipart/form-data; boundary=") else {
         return openai_error(StatusCode::BAD_REQUEST, "expected multipart/form-data");
     };
@@ -364,7 +454,10 @@ async fn transcriptions(headers: HeaderMap, body: Bytes) -> Response {
     };
     let field = |name: &str| parts.iter().find(|(n, _)| n == name).map(|(_, c)| *c);
     if field("model") != Some(b"whisper-1") || field("response_format") != Some(b"json") {
-        return openai_error(StatusCode::BAD_REQUEST, "model and response_format=json required");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "model and response_format=json required",
+        );
     }
     let Some(wav) = field("file") else {
         return openai_error(StatusCode::BAD_REQUEST, "file missing");
@@ -380,23 +473,38 @@ async fn transcriptions(headers: HeaderMap, body: Bytes) -> Response {
         || u16_at(34) != 16
         || u32_at(40) as usize != wav.len() - 44
     {
-        return openai_error(StatusCode::BAD_REQUEST, "file is not a 16 kHz mono 16-bit WAV");
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "file is not a 16 kHz mono 16-bit WAV",
+        );
     }
     let samples = (wav.len() - 44) / 2;
     axum::Json(json!({"text": format!("  heard {samples} samples ")})).into_response()
 }
 
 async fn speech(headers: HeaderMap, body: Bytes) -> Response {
-    if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {API_KEY}")) {
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {API_KEY}"))
+    {
         return openai_error(StatusCode::UNAUTHORIZED, "Incorrect API key provided.");
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return openai_error(StatusCode::BAD_REQUEST, "body is not JSON");
     };
-    if request["response_format"] != "pcm" || request["voice"] != "nova" || !request["input"].is_string() {
-        return openai_error(StatusCode::BAD_REQUEST, "expected response_format pcm, voice nova, input");
+    if request["response_format"] != "pcm"
+        || request["voice"] != "nova"
+        || !request["input"].is_string()
+    {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "expected response_format pcm, voice nova, input",
+        );
     }
-    let pcm: Vec<u8> = (0..SPEECH_SAMPLES).flat_map(|i| speech_sample(i).to_le_bytes()).collect();
+    let pcm: Vec<u8> = (0..SPEECH_SAMPLES)
+        .flat_map(|i| speech_sample(i).to_le_bytes())
+        .collect();
     // Odd-sized pieces: samples split across chunks.
     let pieces: VecDeque<Bytes> = pcm.chunks(1_001).map(Bytes::copy_from_slice).collect();
     let stream = futures_util::stream::unfold(pieces, |mut pieces| async move {
