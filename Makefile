@@ -14,6 +14,7 @@ run: setup
 ## Set everything up, then check formatting and lints and run every test.
 test: setup lint
 	cargo test --release --locked --workspace
+	cd web-demo/platform-client && npm test
 
 lint:
 	cargo fmt --all -- --check

@@ -37,10 +37,14 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Browser-test driver (no browser download: Debian's chromium is used).
-if [ -f web-demo/package.json ] && [ ! -d web-demo/node_modules/playwright-core ]; then
+# Browser-test driver (no browser download: Debian's chromium is used) and the TypeScript client.
+if [ ! -d web-demo/node_modules/playwright-core ]; then
   echo "setup: installing npm packages for the browser tests"
   (cd web-demo && npm ci --no-audit --no-fund)
+fi
+if [ ! -d web-demo/platform-client/node_modules/typescript ]; then
+  echo "setup: installing npm packages for the TypeScript platform client"
+  (cd web-demo/platform-client && npm ci --no-audit --no-fund)
 fi
 
 echo "setup: building dartmouth (release)"
