@@ -289,6 +289,86 @@ async fn talking_over_the_agent_stops_it_and_keeps_only_what_was_heard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hmm_over_the_agent_pauses_it_and_then_it_resumes() {
+    let mut h = Harness::new(AgentConfig {
+        output_rate: OUTPUT_RATE,
+        system_prompt: "You are a storyteller. Tell a long story of at least five sentences."
+            .into(),
+        max_tokens: 160,
+        echo_guard: Duration::ZERO,
+        ..AgentConfig::default()
+    });
+    h.say(&speech("Tell me a long story about a dragon.")).await;
+    h.silence_until(Duration::from_secs(90), |h| {
+        h.played.len() > OUTPUT_RATE as usize
+    })
+    .await;
+    h.say(&speech("Hmm.")).await;
+    h.silence_until(Duration::from_secs(60), |h| {
+        h.events.iter().any(|e| {
+            matches!(
+                e,
+                AgentEvent::Resumed { .. } | AgentEvent::Interrupted { .. }
+            )
+        })
+    })
+    .await;
+    assert!(
+        h.played_at_interrupt.is_some(),
+        "the sound paused the agent"
+    );
+    assert!(
+        h.events.contains(&AgentEvent::Resumed { turn: TurnId(1) }),
+        "no words, so the answer resumes: {:?}",
+        h.events
+            .iter()
+            .filter(|e| !matches!(e, AgentEvent::AgentSpeech { .. }))
+            .collect::<Vec<_>>()
+    );
+    let before = h.played.len();
+    h.silence_until(Duration::from_secs(10), |h| {
+        h.played.len() > before + OUTPUT_RATE as usize / 2
+    })
+    .await;
+    assert!(h.played.len() > before, "playback continued after resuming");
+    assert!(
+        h.transcript(2).is_none(),
+        "the sound was not a turn of its own"
+    );
+    h.session.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_librivox_sentence_is_transcribed_and_answered() {
+    let dir = "/usr/share/pocketsphinx/test/data/librivox";
+    // The clip's reference in pocketsphinx-testdata's `transcription`.
+    let reference = "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them";
+    let mut reader = hound::WavReader::open(format!(
+        "{dir}/sense_and_sensibility_01_austen_64kb-0870.wav"
+    ))
+    .expect("pocketsphinx-testdata is installed (make setup)");
+    let clip: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    let mut h = Harness::new(AgentConfig {
+        output_rate: OUTPUT_RATE,
+        ..AgentConfig::default()
+    });
+    h.say(&clip).await;
+    h.silence_until(Duration::from_secs(90), |h| h.completed(1).is_some())
+        .await;
+    let transcript = h.transcript(1).expect("transcribed");
+    let wer = word_error_rate(reference, transcript);
+    println!("{transcript:?}: WER {wer:.2}");
+    // Moonshine alone scores 4.5% here (one word: "Mr." for "mister"); allow two more.
+    assert!(wer <= 0.15, "WER {wer}");
+    assert!(
+        !h.completed(1).unwrap().answer.trim().is_empty(),
+        "answered"
+    );
+    assert!(rms(&h.played) > 300.0, "audibly");
+    h.session.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_text_is_answered_like_speech() {
     let mut h = Harness::new(AgentConfig {
         output_rate: OUTPUT_RATE,

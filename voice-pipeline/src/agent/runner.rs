@@ -347,7 +347,8 @@ impl Runner {
                     Self::speak(&self.providers, answer, chunk);
                 }
             }
-            Some(LlmEvent::ToolCall(_)) | Some(LlmEvent::Served { .. }) => {}
+            Some(LlmEvent::Served { provider }) => answer.record.providers.1 = provider,
+            Some(LlmEvent::ToolCall(_)) => {}
             Some(LlmEvent::Error(error)) => {
                 answer.llm = None;
                 let message = error.to_string();
