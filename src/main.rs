@@ -102,6 +102,8 @@ enum Command {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum BenchSuite {
+    /// Voice pipeline: per-stage latency over 50 spoken turns, listening-chain CPU per second of audio.
+    Pipeline,
     /// Platform sidecar: token verification, authenticated insert and query (SQLite, and PostgreSQL when DATABASE_URL is set).
     Platform,
 }
@@ -192,7 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 system_prompt,
             },
         )?,
-        Command::Bench { suite } => bench(suite)?,
+        Command::Bench { suite } => bench(suite, &store)?,
         Command::Models { command } => match command {
             ModelsCommand::Fetch { only } => models_cmd::fetch(&store, &only)?,
             ModelsCommand::List => {
@@ -230,8 +232,14 @@ fn platform(config: Config) -> anyhow::Result<()> {
     })
 }
 
-fn bench(suite: BenchSuite) -> anyhow::Result<()> {
+fn bench(suite: BenchSuite, store: &dartmouth_models::ModelStore) -> anyhow::Result<()> {
     match suite {
+        BenchSuite::Pipeline => runtime()?.block_on(async {
+            let options = dartmouth_benches::pipeline::PipelineBenchOptions::default();
+            let report = dartmouth_benches::pipeline::run(store, &options).await?;
+            println!("{report}");
+            anyhow::Ok(())
+        }),
         BenchSuite::Platform => runtime()?.block_on(async {
             let report = dartmouth_platform::bench::run(Default::default()).await?;
             println!("{report}");

@@ -2,3 +2,6 @@
 //!
 //! Micro-benchmarks of hot paths and the load/latency harness behind `dartmouth bench <suite>`.
 //! Results print as tables compared in one run against a baseline, never as timed assertions.
+
+pub mod pipeline;
+pub mod stats;
