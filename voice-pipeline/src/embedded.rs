@@ -67,71 +67,65 @@ fn submit_or_report<M: 'static, T: Send + 'static>(
     }
 }
 
-/// Moonshine base-en speech recognition.
-#[derive(Debug)]
-pub struct MoonshineProvider {
-    worker: ModelWorker<MoonshineStt>,
+/// A speech recogniser that can live on a model thread.
+pub trait Recognizer: 'static {
+    /// Transcribes 16 kHz mono samples.
+    fn recognize(&mut self, audio_16k: &[f32]) -> Result<String, String>;
 }
 
-impl MoonshineProvider {
+impl Recognizer for MoonshineStt {
+    fn recognize(&mut self, audio_16k: &[f32]) -> Result<String, String> {
+        self.transcribe(audio_16k).map_err(|e| e.to_string())
+    }
+}
+
+impl Recognizer for WhisperStt {
+    fn recognize(&mut self, audio_16k: &[f32]) -> Result<String, String> {
+        self.transcribe(audio_16k).map_err(|e| e.to_string())
+    }
+}
+
+/// An embedded recogniser on its own thread, as an [`Stt`] provider.
+#[derive(Debug)]
+pub struct EmbeddedStt<M> {
+    name: &'static str,
+    worker: ModelWorker<M>,
+}
+
+/// Moonshine base-en speech recognition.
+pub type MoonshineProvider = EmbeddedStt<MoonshineStt>;
+/// Whisper (whisper.cpp) speech recognition.
+pub type WhisperProvider = EmbeddedStt<WhisperStt>;
+
+impl EmbeddedStt<MoonshineStt> {
     /// Loads Moonshine on its own thread.
     pub fn load(store: &ModelStore) -> Result<Self, EmbeddedError> {
         let store = store.clone();
         let worker = start("moonshine", move || {
             MoonshineStt::load_with_threads(&store, MODEL_THREADS)
         })?;
-        Ok(Self { worker })
+        Ok(Self {
+            name: "moonshine",
+            worker,
+        })
     }
 }
 
-impl Stt for MoonshineProvider {
-    fn name(&self) -> &str {
-        "moonshine"
-    }
-
-    fn transcribe(
-        &self,
-        audio_16k: Arc<[f32]>,
-        cancel: CancellationToken,
-    ) -> EventStream<SttEvent> {
-        let (events, stream) = event_channel();
-        submit_or_report(
-            &self.worker,
-            events,
-            SttEvent::Error,
-            move |model, events| {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let event = match model.transcribe(&audio_16k) {
-                    Ok(text) => SttEvent::Final(text),
-                    Err(e) => SttEvent::Error(model_error("moonshine", e)),
-                };
-                let _ = events.blocking_send(event);
-            },
-        );
-        stream
-    }
-}
-
-/// Whisper (whisper.cpp) speech recognition.
-#[derive(Debug)]
-pub struct WhisperProvider {
-    worker: ModelWorker<WhisperStt>,
-}
-
-impl WhisperProvider {
+impl EmbeddedStt<WhisperStt> {
     /// Loads Whisper on its own thread.
     pub fn load(store: &ModelStore) -> Result<Self, EmbeddedError> {
         let store = store.clone();
         let worker = start("whisper", move || WhisperStt::load(&store))?;
-        Ok(Self { worker })
+        Ok(Self {
+            name: "whisper",
+            worker,
+        })
     }
 }
 
-impl Stt for WhisperProvider {
+impl<M: Recognizer> Stt for EmbeddedStt<M> {
     fn name(&self) -> &str {
-        "whisper"
+        self.name
     }
 
     fn transcribe(
@@ -140,6 +134,7 @@ impl Stt for WhisperProvider {
         cancel: CancellationToken,
     ) -> EventStream<SttEvent> {
         let (events, stream) = event_channel();
+        let name = self.name;
         submit_or_report(
             &self.worker,
             events,
@@ -148,9 +143,9 @@ impl Stt for WhisperProvider {
                 if cancel.is_cancelled() {
                     return;
                 }
-                let event = match model.transcribe(&audio_16k) {
+                let event = match model.recognize(&audio_16k) {
                     Ok(text) => SttEvent::Final(text),
-                    Err(e) => SttEvent::Error(model_error("whisper", e)),
+                    Err(e) => SttEvent::Error(model_error(name, e)),
                 };
                 let _ = events.blocking_send(event);
             },
@@ -222,82 +217,87 @@ impl Llm for EmbeddedLlmProvider {
     }
 }
 
-/// Piper neural speech (en_US-joe-medium by default).
+/// A voice that can live on a model thread.
+pub trait Voice: 'static {
+    /// Speaks `text` as mono 16-bit samples.
+    fn speak(&mut self, text: &str) -> Result<Vec<i16>, String>;
+}
+
+impl Voice for PiperTts {
+    fn speak(&mut self, text: &str) -> Result<Vec<i16>, String> {
+        self.synthesize(text).map_err(|e| e.to_string())
+    }
+}
+
+impl Voice for EspeakTts {
+    fn speak(&mut self, text: &str) -> Result<Vec<i16>, String> {
+        self.synthesize(text).map_err(|e| e.to_string())
+    }
+}
+
+/// An embedded voice on its own thread, as a [`Tts`] provider.
 #[derive(Debug)]
-pub struct PiperProvider {
-    worker: ModelWorker<PiperTts>,
+pub struct EmbeddedTts<M> {
+    name: &'static str,
+    worker: ModelWorker<M>,
     sample_rate: u32,
 }
 
-impl PiperProvider {
+/// Piper neural speech (en_US-joe-medium by default).
+pub type PiperProvider = EmbeddedTts<PiperTts>;
+/// espeak-ng's own (robotic, very fast) voice.
+pub type EspeakProvider = EmbeddedTts<EspeakTts>;
+
+impl<M: Voice> EmbeddedTts<M> {
+    /// Starts `load` on a model thread and learns the voice's sample rate from it.
+    fn spawn<E: std::fmt::Display + Send + 'static>(
+        name: &'static str,
+        load: impl FnOnce() -> Result<(M, u32), E> + Send + 'static,
+    ) -> Result<Self, EmbeddedError> {
+        let (rate_tx, rate_rx) = std::sync::mpsc::sync_channel(1);
+        let worker = start(name, move || {
+            let (voice, rate) = load()?;
+            let _ = rate_tx.send(rate);
+            Ok::<_, E>(voice)
+        })?;
+        let sample_rate = rate_rx.recv().unwrap_or(22_050);
+        Ok(Self {
+            name,
+            worker,
+            sample_rate,
+        })
+    }
+}
+
+impl EmbeddedTts<PiperTts> {
     /// Loads the voice on its own thread.
     pub fn load(store: &ModelStore) -> Result<Self, EmbeddedError> {
         let store = store.clone();
-        let (rate_tx, rate_rx) = std::sync::mpsc::sync_channel(1);
-        let worker = start("piper", move || {
-            let tts = PiperTts::load_with_threads(&store, MODEL_THREADS)?;
-            let _ = rate_tx.send(tts.sample_rate());
-            Ok::<_, crate::tts::piper::PiperError>(tts)
-        })?;
-        let sample_rate = rate_rx.recv().unwrap_or(22_050);
-        Ok(Self {
-            worker,
-            sample_rate,
+        Self::spawn("piper", move || {
+            PiperTts::load_with_threads(&store, MODEL_THREADS).map(|tts| {
+                let rate = tts.sample_rate();
+                (tts, rate)
+            })
         })
     }
 }
 
-impl Tts for PiperProvider {
-    fn name(&self) -> &str {
-        "piper"
-    }
-
-    fn sample_rate(&self) -> u32 {
-        self.sample_rate
-    }
-
-    fn synthesize(&self, text: String, cancel: CancellationToken) -> EventStream<TtsEvent> {
-        let (events, stream) = event_channel();
-        submit_or_report(
-            &self.worker,
-            events,
-            TtsEvent::Error,
-            move |model, events| {
-                speak(&cancel, &events, "piper", text, |t| model.synthesize(t));
-            },
-        );
-        stream
-    }
-}
-
-/// espeak-ng's own (robotic, very fast) voice.
-#[derive(Debug)]
-pub struct EspeakProvider {
-    worker: ModelWorker<EspeakTts>,
-    sample_rate: u32,
-}
-
-impl EspeakProvider {
+impl EmbeddedTts<EspeakTts> {
     /// Starts espeak-ng with `voice` (e.g. `en-us`).
     pub fn new(voice: &str) -> Result<Self, EmbeddedError> {
         let voice = voice.to_string();
-        let (rate_tx, rate_rx) = std::sync::mpsc::sync_channel(1);
-        let worker = start("espeak", move || {
-            let tts = EspeakTts::new(&voice)?;
-            let _ = rate_tx.send(tts.sample_rate());
-            Ok::<_, crate::tts::espeak::EspeakError>(tts)
-        })?;
-        let sample_rate = rate_rx.recv().unwrap_or(22_050);
-        Ok(Self {
-            worker,
-            sample_rate,
+        Self::spawn("espeak", move || {
+            EspeakTts::new(&voice).map(|tts| {
+                let rate = tts.sample_rate();
+                (tts, rate)
+            })
         })
     }
 }
 
-impl Tts for EspeakProvider {
+impl<M: Voice> Tts for EmbeddedTts<M> {
     fn name(&self) -> &str {
-        "espeak"
+        self.name
     }
 
     fn sample_rate(&self) -> u32 {
@@ -306,12 +306,13 @@ impl Tts for EspeakProvider {
 
     fn synthesize(&self, text: String, cancel: CancellationToken) -> EventStream<TtsEvent> {
         let (events, stream) = event_channel();
+        let name = self.name;
         submit_or_report(
             &self.worker,
             events,
             TtsEvent::Error,
             move |model, events| {
-                speak(&cancel, &events, "espeak", text, |t| model.synthesize(t));
+                speak(&cancel, &events, name, text, |t| model.speak(t));
             },
         );
         stream
