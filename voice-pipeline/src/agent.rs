@@ -37,7 +37,8 @@ pub struct AgentConfig {
     pub max_tokens: usize,
     /// Sample rate of the agent's outgoing track.
     pub output_rate: u32,
-    /// How long a barge-in may be judged before it counts even without words.
+    /// Speech over the agent that lasts longer than this is an interruption, words or not;
+    /// shorter speech is judged by its transcript (no words: the answer resumes).
     pub false_interruption_window: Duration,
     /// Echo guard: speech onsets within this long after the agent starts speaking are ignored
     /// (its own voice leaking into the microphone); zero disables the guard.

@@ -21,8 +21,9 @@ use dartmouth_voice::vad::{SileroVad, VadConfig};
 const RATE: u32 = 16_000;
 const OUTPUT_RATE: u32 = 16_000;
 const FRAME: usize = 320;
-/// Wall-clock pace of one fed 20 ms frame (4× real time keeps the ingest queue short).
-const PACE: Duration = Duration::from_millis(5);
+/// Wall-clock pace of one fed 20 ms frame: 2× real time, slow enough that the listening thread
+/// (Smart Turn takes up to ~200 ms under load) never lets its one-second queue overflow.
+const PACE: Duration = Duration::from_millis(10);
 
 fn store() -> ModelStore {
     ModelStore::from_env()
@@ -90,6 +91,10 @@ struct Harness {
     played_at_interrupt: Option<usize>,
     played_at_second_question: Option<usize>,
 }
+
+/// The scenarios share two cores and one set of model threads: run them one at a time so each
+/// sees the latency a single session would.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Harness {
     fn new(config: AgentConfig) -> Self {
@@ -175,6 +180,7 @@ fn rms(samples: &[i16]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_question_gets_a_spoken_answer_that_says_the_reply_text() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::new(AgentConfig {
         output_rate: OUTPUT_RATE,
         system_prompt: "You are a helpful assistant. Answer in one short sentence.".into(),
@@ -215,6 +221,7 @@ async fn a_spoken_question_gets_a_spoken_answer_that_says_the_reply_text() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn talking_over_the_agent_stops_it_and_keeps_only_what_was_heard() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::new(AgentConfig {
         output_rate: OUTPUT_RATE,
         system_prompt: "You are a storyteller. Tell a long story of at least five sentences."
@@ -280,7 +287,16 @@ async fn talking_over_the_agent_stops_it_and_keeps_only_what_was_heard() {
         .transcript(2)
         .expect("the new question was transcribed")
         .to_lowercase();
-    assert!(second.contains("two") || second.contains('2'), "{second}");
+    // "two plus two" sometimes comes back as "to plus to": any of these shows the new question.
+    assert!(
+        ["two", "2", "plus"].iter().any(|w| second.contains(w)),
+        "{second}"
+    );
+    assert_eq!(
+        h.session.dropped_frames(),
+        0,
+        "the listening thread kept up"
+    );
     assert!(
         !h.completed(2).unwrap().answer.is_empty(),
         "the next turn answers"
@@ -290,6 +306,7 @@ async fn talking_over_the_agent_stops_it_and_keeps_only_what_was_heard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hmm_over_the_agent_pauses_it_and_then_it_resumes() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::new(AgentConfig {
         output_rate: OUTPUT_RATE,
         system_prompt: "You are a storyteller. Tell a long story of at least five sentences."
@@ -340,6 +357,7 @@ async fn a_hmm_over_the_agent_pauses_it_and_then_it_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_librivox_sentence_is_transcribed_and_answered() {
+    let _serial = SERIAL.lock().await;
     let dir = "/usr/share/pocketsphinx/test/data/librivox";
     // The clip's reference in pocketsphinx-testdata's `transcription`.
     let reference = "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them";
@@ -370,6 +388,7 @@ async fn a_recorded_librivox_sentence_is_transcribed_and_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_text_is_answered_like_speech() {
+    let _serial = SERIAL.lock().await;
     let mut h = Harness::new(AgentConfig {
         output_rate: OUTPUT_RATE,
         ..AgentConfig::default()

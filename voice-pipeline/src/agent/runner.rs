@@ -34,6 +34,8 @@ fn spoken_words(text: &str) -> usize {
 
 /// How often the loop wakes to check timers and playback when nothing else happens.
 const TICK: Duration = Duration::from_millis(20);
+/// A barge-in whose speech has ended waits this long at most for its transcript before it counts.
+const BARGE_IN_TRANSCRIPT_LIMIT: Duration = Duration::from_secs(10);
 /// Largest TTS chunk resampled in one call (samples).
 const TTS_BLOCK: usize = 4_096;
 
@@ -84,6 +86,8 @@ pub(super) struct Runner {
     listening: Option<Listening>,
     answer: Option<Answer>,
     barge_in: Option<Instant>,
+    /// The speech that started the pending barge-in has ended (its transcript decides).
+    barge_in_speech_ended: bool,
 }
 
 impl Runner {
@@ -104,6 +108,7 @@ impl Runner {
             listening: None,
             answer: None,
             barge_in: None,
+            barge_in_speech_ended: false,
         }
     }
 
@@ -169,8 +174,11 @@ impl Runner {
 
     fn on_ingest(&mut self, event: IngestEvent) {
         match event {
-            IngestEvent::SpeechStarted { .. } => self.on_speech_started(),
-            IngestEvent::SpeechEnded { .. } => {}
+            IngestEvent::SpeechStarted { .. } => {
+                self.barge_in_speech_ended = false;
+                self.on_speech_started();
+            }
+            IngestEvent::SpeechEnded { .. } => self.barge_in_speech_ended = self.barge_in.is_some(),
             IngestEvent::TurnEnded(end) => self.on_turn_ended(end),
         }
     }
@@ -453,10 +461,16 @@ impl Runner {
     }
 
     fn on_tick(&mut self) {
+        // Speech over the agent that goes on past the window is an interruption, words or not; once
+        // it has ended, its transcript decides (bounded, should the recogniser stall).
+        let limit = if self.barge_in_speech_ended {
+            BARGE_IN_TRANSCRIPT_LIMIT
+        } else {
+            self.config.false_interruption_window
+        };
         if let Some(since) = self.barge_in
-            && since.elapsed() >= self.config.false_interruption_window
+            && since.elapsed() >= limit
         {
-            // Long speech over the agent is an interruption, words or not.
             self.interrupt_answer();
             self.emit(AgentEvent::State(AgentState::Listening));
             return;
