@@ -59,6 +59,8 @@ struct Answer {
     chunker: SentenceChunker,
     tts: VecDeque<EventStream<TtsEvent>>,
     resampler: Option<StreamResampler>,
+    /// One block of TTS audio as f32, reused for every block.
+    block: Vec<f32>,
     resampled: Vec<f32>,
     samples: Vec<i16>,
     /// Text of the chunk the front TTS stream speaks.
@@ -311,6 +313,7 @@ impl Runner {
             chunker: SentenceChunker::new(),
             tts: VecDeque::new(),
             resampler: None,
+            block: Vec::with_capacity(TTS_BLOCK),
             resampled: Vec::with_capacity(TTS_BLOCK * 4),
             samples: Vec::with_capacity(TTS_BLOCK * 4),
             tts_texts: VecDeque::new(),
@@ -409,10 +412,9 @@ impl Runner {
                 answer.resampled.clear();
                 let mut failed = None;
                 for block in chunk.samples.chunks(TTS_BLOCK) {
-                    answer.samples.clear();
-                    answer.samples.extend(block);
-                    let input: Vec<f32> = answer.samples.iter().map(|&s| i16_to_f32(s)).collect();
-                    if let Err(e) = resampler.process(&input, &mut answer.resampled) {
+                    answer.block.clear();
+                    answer.block.extend(block.iter().map(|&s| i16_to_f32(s)));
+                    if let Err(e) = resampler.process(&answer.block, &mut answer.resampled) {
                         failed = Some(e);
                         break;
                     }
