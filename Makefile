@@ -15,6 +15,9 @@ run: setup
 test: setup lint
 	cargo test --release --locked --workspace
 	cd web-demo/platform-client && npm test
+	cargo build --release --locked -p dartmouth
+	cd web-demo && DARTMOUTH_BIN=$(abspath $(BIN)) npm test
+	DARTMOUTH_BIN=$(abspath $(BIN)) tests/interop/run.sh
 
 lint:
 	cargo fmt --all -- --check

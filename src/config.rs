@@ -17,7 +17,7 @@ const ENV_PREFIX: &str = "DARTMOUTH_";
 const ENV_SEPARATOR: &str = "__";
 
 /// The whole effective configuration.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The gateway.
@@ -28,6 +28,62 @@ pub struct Config {
     pub log: LogConfig,
     /// Model files.
     pub models: ModelsConfig,
+    /// Voice agents clients can bring into a room, by name.
+    pub agents: BTreeMap<String, AgentProfile>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            platform: PlatformSection::default(),
+            log: LogConfig::default(),
+            models: ModelsConfig::default(),
+            agents: default_agents(),
+        }
+    }
+}
+
+/// One configured voice agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentProfile {
+    /// What it is, for the demo's agent picker.
+    pub description: String,
+    /// Its system prompt.
+    pub system_prompt: String,
+    /// Voice: `piper` (natural, default) or `espeak` (robotic, fastest).
+    pub voice: String,
+    /// Longest answer in tokens.
+    pub max_tokens: usize,
+}
+
+impl Default for AgentProfile {
+    fn default() -> Self {
+        Self {
+            description: "A helpful voice assistant".into(),
+            system_prompt:
+                "You are a helpful voice assistant. Answer in one or two short sentences.".into(),
+            voice: "piper".into(),
+            max_tokens: 96,
+        }
+    }
+}
+
+/// The agents a fresh install offers.
+fn default_agents() -> BTreeMap<String, AgentProfile> {
+    let mut agents = BTreeMap::new();
+    agents.insert("assistant".into(), AgentProfile::default());
+    agents.insert(
+        "robot".into(),
+        AgentProfile {
+            description: "Terse answers in a robotic espeak-ng voice (lowest latency)".into(),
+            system_prompt: "You are a terse robot. Answer in one short sentence.".into(),
+            voice: "espeak".into(),
+            max_tokens: 48,
+        },
+    );
+    agents
 }
 
 /// Gateway listeners.
@@ -42,6 +98,13 @@ pub struct ServerConfig {
     pub public_ip: String,
     /// URL of a remote platform sidecar; empty starts one in-process on `platform.http`.
     pub platform_url: String,
+    /// Secret that signs and verifies room tokens (HS256); empty: a random development key is
+    /// made at startup and `POST /api/token` is enabled.
+    pub token_secret: String,
+    /// Enable `POST /api/token` even with a configured secret (development only).
+    pub dev_tokens: bool,
+    /// Agent a room gets when the client names none (`none`: no agent).
+    pub default_agent: String,
 }
 
 impl Default for ServerConfig {
@@ -51,6 +114,9 @@ impl Default for ServerConfig {
             media_udp: "127.0.0.1:5004".into(),
             public_ip: String::new(),
             platform_url: String::new(),
+            token_secret: String::new(),
+            dev_tokens: false,
+            default_agent: "assistant".into(),
         }
     }
 }
@@ -170,6 +236,18 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        for (name, agent) in &self.agents {
+            if !matches!(agent.voice.as_str(), "piper" | "espeak") {
+                bail!(
+                    "agent `{name}`: unknown voice `{}` (piper or espeak)",
+                    agent.voice
+                );
+            }
+        }
+        let default = &self.server.default_agent;
+        if default != "none" && !self.agents.contains_key(default) {
+            bail!("server.default_agent `{default}` is not one of [agents.*]");
+        }
         for key in self.models.paths.keys() {
             if Asset::from_key(key).is_none() {
                 let known: Vec<&str> = Asset::all().map(Asset::key).collect();

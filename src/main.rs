@@ -1,9 +1,11 @@
 //! `dartmouth`: the voice gateway, media server and voice-agent runtime in one binary.
 
+mod agents;
 mod config;
 mod logging;
 mod models_cmd;
 mod server;
+mod transcribe_cmd;
 mod voice_cmd;
 
 use std::path::PathBuf;
@@ -81,6 +83,12 @@ enum Command {
         /// System prompt.
         #[arg(long)]
         system_prompt: Option<String>,
+    },
+    /// Print the transcript of a WAV file (embedded speech to text).
+    Transcribe {
+        /// The WAV file (any supported rate, mono or stereo).
+        #[arg(long = "in", value_name = "WAV")]
+        input: PathBuf,
     },
     /// Run a benchmark suite and print its table.
     Bench {
@@ -183,6 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve { .. } => serve(config)?,
         Command::Platform { .. } => platform(config)?,
         Command::Say { text, out, voice } => voice_cmd::say(&store, &text, &out, voice)?,
+        Command::Transcribe { input } => transcribe_cmd::transcribe(&store, &input)?,
         Command::Converse {
             input,
             out,
@@ -256,7 +265,16 @@ fn bench(suite: BenchSuite, store: &dartmouth_models::ModelStore) -> anyhow::Res
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    // Several dependencies enable both rustls back ends; pick one before any TLS or DTLS runs.
+    let _ = rustls_default_provider();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| tracing::warn!(error = %e, "Prometheus metrics are unavailable"))
+        .ok();
+    dartmouth_voice::metrics::describe();
+    let agents = load_agents(&config);
     runtime()?.block_on(async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         // Without a remote sidecar, run one in-process on its loopback port.
         let sidecar = if config.server.platform_url.is_empty() {
             let listener = tokio::net::TcpListener::bind(&config.platform.http)
@@ -264,11 +282,31 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 .with_context(|| format!("binding the platform sidecar on {}", config.platform.http))?;
             tracing::info!(http = %listener.local_addr()?, "platform sidecar listening (in-process)");
             let service = config.platform.service.clone();
-            Some(tokio::spawn(dartmouth_platform::serve(service, listener, shutdown_signal())))
+            let mut stop = stop_rx.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(dartmouth_platform::serve(service, listener, stopped)))
         } else {
             tracing::info!(url = %config.server.platform_url, "using a remote platform sidecar");
             None
         };
+        let media_bind: std::net::SocketAddr = config
+            .server
+            .media_udp
+            .parse()
+            .with_context(|| format!("server.media_udp `{}` is not an address", config.server.media_udp))?;
+        let public_ip = match config.server.public_ip.trim() {
+            "" => None,
+            ip => Some(ip.parse().with_context(|| format!("server.public_ip `{ip}` is not an IP address"))?),
+        };
+        let (media, driver) = dartmouth_media::driver::bind(media_bind, public_ip)
+            .await
+            .with_context(|| format!("binding the media socket on {media_bind}"))?;
+        tracing::info!(udp = %media.local_addr(), "media listening (all WebRTC peers share this port)");
+        let media_task = tokio::spawn(driver.run());
+        let (keys, dev_tokens) = token_keys(&config);
+        let gateway = dartmouth_signaling::Gateway::new(media, keys, agents, dev_tokens, stop_rx.clone());
         let listener = tokio::net::TcpListener::bind(&config.server.http)
             .await
             .with_context(|| format!("binding the gateway's HTTP listener on {}", config.server.http))?;
@@ -280,14 +318,73 @@ fn serve(config: Config) -> anyhow::Result<()> {
         );
         let state = server::GatewayState {
             models: config.model_store(),
+            metrics,
         };
-        server::serve(listener, state, shutdown_signal()).await?;
+        let mut stop = stop_rx.clone();
+        let http_stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let http = tokio::spawn(server::serve(listener, state, Some(gateway.clone()), http_stopped));
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+        // Sessions say goodbye to their clients and release their media, then listeners close.
+        gateway.drain(std::time::Duration::from_secs(5)).await;
+        http.await.context("gateway HTTP task")??;
+        drop(gateway);
+        media_task.abort();
         if let Some(sidecar) = sidecar {
             sidecar.await.context("platform sidecar task")??;
         }
         tracing::info!("gateway stopped");
         Ok(())
     })
+}
+
+fn rustls_default_provider() -> Result<(), std::sync::Arc<rustls::crypto::CryptoProvider>> {
+    rustls::crypto::aws_lc_rs::default_provider().install_default()
+}
+
+/// The configured agents on the embedded models, or none (with the reason logged) when the
+/// models cannot load; rooms and forwarding work either way.
+fn load_agents(config: &Config) -> dartmouth_signaling::agent::SharedAgentFactory {
+    let started = std::time::Instant::now();
+    match agents::EmbeddedAgents::load(
+        config.model_store(),
+        config.agents.clone(),
+        &config.server.default_agent,
+    ) {
+        Ok(agents) => {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                agents = ?config.agents.keys().collect::<Vec<_>>(),
+                "voice agents ready"
+            );
+            std::sync::Arc::new(agents)
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "voice agents are unavailable; run `dartmouth models fetch`");
+            std::sync::Arc::new(agents::NoAgents)
+        }
+    }
+}
+
+/// The room-token keys: the configured secret, or a random development key (printed, with
+/// `POST /api/token` enabled).
+fn token_keys(config: &Config) -> (dartmouth_signaling::TokenKeys, bool) {
+    let secret = config.server.token_secret.trim();
+    if !secret.is_empty() {
+        return (
+            dartmouth_signaling::TokenKeys::new(secret.as_bytes()),
+            config.server.dev_tokens,
+        );
+    }
+    let key: [u8; 32] = rand::random();
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    tracing::warn!(
+        dev_key = %hex,
+        "no server.token_secret: using a random development key; POST /api/token issues room tokens"
+    );
+    (dartmouth_signaling::TokenKeys::new(hex.as_bytes()), true)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -1,5 +1,5 @@
-//! The gateway's HTTP listener: the browser demo, health and readiness. Signaling, WHIP/WHEP and
-//! metrics join it as the media core lands.
+//! The gateway's HTTP listener: the browser demo, health, readiness, Prometheus metrics, and the
+//! signaling routes of `dartmouth_signaling` (WebSocket, tokens, WHIP/WHEP).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,32 +7,91 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use dartmouth_models::{Asset, ModelStore};
 use serde_json::json;
 
-/// The demo page, compiled into the binary so one file is the whole product.
-const DEMO_INDEX: &str = include_str!("../web-demo/index.html");
+/// The demo, compiled into the binary so one file is the whole product.
+const DEMO_FILES: [(&str, &str, &str); 3] = [
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../web-demo/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../web-demo/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../web-demo/style.css"),
+    ),
+];
+/// Serve the demo from this directory instead (development: edit and reload, no rebuild).
+const WEB_DIR_ENV: &str = "DARTMOUTH_WEB_DIR";
 
-/// What readiness checks look at.
-#[derive(Debug, Clone)]
+/// What readiness checks and `/metrics` look at.
+#[derive(Clone)]
 pub struct GatewayState {
     /// Where model files are.
     pub models: ModelStore,
+    /// Prometheus exposition of the process's metrics (`None`: no exporter installed).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
-/// The gateway's routes.
-pub fn router(state: GatewayState) -> Router {
-    Router::new()
-        .route("/", get(demo))
+/// The gateway's routes, with the signaling routes merged in when a gateway is given.
+pub fn router(state: GatewayState, signaling: Option<Arc<dartmouth_signaling::Gateway>>) -> Router {
+    let base = Router::new()
+        .route("/", get(|| demo_file("index.html")))
+        .route("/app.js", get(|| demo_file("app.js")))
+        .route("/style.css", get(|| demo_file("style.css")))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(Arc::new(state))
+        .route("/metrics", get(metrics))
+        .with_state(Arc::new(state));
+    match signaling {
+        Some(gateway) => base.merge(dartmouth_signaling::routes(gateway)),
+        None => base,
+    }
 }
 
-async fn demo() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-cache")], Html(DEMO_INDEX))
+async fn demo_file(name: &'static str) -> axum::response::Response {
+    let Some((_, content_type, embedded)) = DEMO_FILES.iter().find(|(n, _, _)| *n == name) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let body = match std::env::var_os(WEB_DIR_ENV) {
+        Some(dir) => match tokio::fs::read_to_string(std::path::Path::new(&dir).join(name)).await {
+            Ok(text) => text,
+            Err(_) => (*embedded).to_string(),
+        },
+        None => (*embedded).to_string(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, *content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<Arc<GatewayState>>) -> impl IntoResponse {
+    match &state.metrics {
+        Some(handle) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            "# metrics exporter not installed\n".to_string(),
+        ),
+    }
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -61,9 +120,10 @@ async fn readyz(State(state): State<Arc<GatewayState>>) -> impl IntoResponse {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: GatewayState,
+    signaling: Option<Arc<dartmouth_signaling::Gateway>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state, signaling))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
@@ -77,9 +137,13 @@ mod tests {
     use tower::ServiceExt;
 
     fn app(dir: &std::path::Path) -> Router {
-        router(GatewayState {
-            models: ModelStore::new(dir),
-        })
+        router(
+            GatewayState {
+                models: ModelStore::new(dir),
+                metrics: None,
+            },
+            None,
+        )
     }
 
     #[tokio::test]

@@ -196,7 +196,7 @@ fn drain_events(session: &mut AgentSession, records: &mut Vec<TurnRecord>) {
             AgentEvent::Interrupted { heard, .. } => println!("(interrupted; heard: {heard})"),
             AgentEvent::Error(e) => eprintln!("error: {e}"),
             AgentEvent::TurnComplete(record) => records.push(record),
-            AgentEvent::State(_) | AgentEvent::Resumed { .. } => {}
+            AgentEvent::State(_) | AgentEvent::Resumed { .. } | AgentEvent::UserPartial { .. } => {}
         }
     }
 }

@@ -4,4 +4,6 @@
 //! Results print as tables compared in one run against a baseline, never as timed assertions.
 
 pub mod pipeline;
+pub mod report;
 pub mod stats;
+pub mod timing;

@@ -1,12 +1,19 @@
 //! `dartmouth bench pipeline`: many spoken turns through the whole embedded pipeline, with the
-//! per-stage latency distribution, and the CPU cost of the listening chain per second of audio.
+//! per-stage latency distribution, the pipeline's own overhead (end to end minus model compute
+//! minus the end-of-turn wait), barge-in reaction times, and the CPU cost of the listening chain
+//! per second of audio.
+//!
+//! Audio is fed at most twice as fast as real time (one 20 ms frame per 10 ms): faster, and the
+//! listening thread (Silero + Smart Turn, sharing two cores with the models) overflows its
+//! one-second queue, loses audio and mishears questions. Every dropped frame is counted.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dartmouth_models::ModelStore;
-use dartmouth_voice::agent::{AgentConfig, AgentEvent, AgentSession, Providers, TurnRecord};
+use dartmouth_voice::agent::{
+    AgentConfig, AgentEvent, AgentSession, AgentState, Providers, TurnRecord,
+};
 use dartmouth_voice::embedded::{
     EmbeddedLlmProvider, EspeakProvider, MoonshineProvider, PiperProvider,
 };
@@ -16,6 +23,10 @@ use dartmouth_voice::provider::{CancellationToken, Tts, TtsEvent};
 use dartmouth_voice::resample::resample_all;
 use dartmouth_voice::turn::{SmartTurn, TurnConfig};
 use dartmouth_voice::vad::{SileroVad, VadConfig};
+
+pub use crate::report::{BenchError, PipelineReport};
+use crate::report::{Failure, TurnSample};
+use crate::timing::{Recorder, TimedLlm, TimedStt, TimedTts, Timeline};
 
 /// Questions the benchmark asks, in turn.
 const QUESTIONS: &[&str] = &[
@@ -30,30 +41,30 @@ const QUESTIONS: &[&str] = &[
     "What is the largest ocean?",
     "Why do leaves fall in autumn?",
 ];
+/// What the barge-in turns ask first (a long answer), and what they say over it.
+const STORY: &str = "Tell me a long story about a dragon.";
+const BARGE_IN: &str = "Stop, what is two plus two?";
 /// Input rate of the simulated client (WebRTC's Opus rate).
 const CLIENT_RATE: u32 = 48_000;
-/// Wall-clock pace of one fed 20 ms frame in fast mode.
-const FAST_PACE: Duration = Duration::from_millis(4);
-
-/// Why the benchmark could not run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BenchError {
-    /// A model failed to load.
-    #[error("loading models: {0}")]
-    Load(String),
-    /// Synthesising the questions failed.
-    #[error("synthesising questions: {0}")]
-    Speech(String),
-}
+const FRAME_SAMPLES: usize = CLIENT_RATE as usize / 50;
+/// Wall-clock pace of one fed 20 ms frame in fast mode: 2× real time.
+const FAST_PACE: Duration = Duration::from_millis(10);
+/// A turn that has not completed in this much wall time fails.
+const TURN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Agent speech played before the barge-in turns talk over it.
+const PLAY_BEFORE_BARGE_IN: Duration = Duration::from_secs(1);
+/// A frame louder than this (RMS) is the barge-in's speech onset.
+const ONSET_RMS: f64 = 300.0;
 
 /// Benchmark settings.
 #[derive(Debug, Clone)]
 pub struct PipelineBenchOptions {
     /// Turns to run (at least 50 for stable p99).
     pub turns: usize,
-    /// Feed audio 5× faster than real time (latencies are still measured in wall time from the
-    /// end-of-turn decision; the end-of-turn wait itself is media time).
+    /// Barge-in turns to run after them.
+    pub barge_ins: usize,
+    /// Feed audio twice as fast as real time (latencies are wall time; the end-of-turn wait is
+    /// media time).
     pub fast: bool,
 }
 
@@ -61,71 +72,22 @@ impl Default for PipelineBenchOptions {
     fn default() -> Self {
         Self {
             turns: 50,
+            barge_ins: 5,
             fast: true,
         }
     }
 }
 
-/// The measured distributions.
-#[derive(Debug, Clone, Default)]
-pub struct PipelineReport {
-    /// One record per completed turn.
-    pub records: Vec<TurnRecord>,
-    /// Turns that produced no answer in time.
-    pub failed_turns: usize,
-    /// Wall time the listening chain (resample 48→16 kHz + VAD + end-of-turn) took per second of audio.
-    pub listening_cost_per_second: Duration,
-}
-
-impl fmt::Display for PipelineReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let collect = |pick: fn(&TurnRecord) -> Option<Duration>| -> Vec<Duration> {
-            self.records.iter().filter_map(pick).collect()
-        };
-        writeln!(
-            f,
-            "pipeline benchmark: {} turns ({} failed)",
-            self.records.len(),
-            self.failed_turns
-        )?;
-        writeln!(f, "{}", crate::stats::header())?;
-        writeln!(
-            f,
-            "{}",
-            crate::stats::row(
-                "end-of-turn decision (media time)",
-                &collect(|r| Some(r.end_of_turn))
-            )
-        )?;
-        writeln!(
-            f,
-            "{}",
-            crate::stats::row("STT final", &collect(|r| r.stt_final))
-        )?;
-        writeln!(
-            f,
-            "{}",
-            crate::stats::row("LLM first token", &collect(|r| r.llm_first_token))
-        )?;
-        writeln!(
-            f,
-            "{}",
-            crate::stats::row(
-                "TTS first audio = voice-to-voice",
-                &collect(|r| r.tts_first_audio)
-            )
-        )?;
-        writeln!(
-            f,
-            "listening chain (48→16 kHz resample + Silero VAD + Smart Turn): {:.1} ms per second of audio ({:.2}% of one core)",
-            self.listening_cost_per_second.as_secs_f64() * 1000.0,
-            self.listening_cost_per_second.as_secs_f64() * 100.0
-        )
-    }
-}
-
-fn load<T, E: fmt::Display>(result: Result<T, E>) -> Result<T, BenchError> {
+fn load<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, BenchError> {
     result.map_err(|e| BenchError::Load(e.to_string()))
+}
+
+/// Loaded models and the spoken inputs.
+struct Bench {
+    store: ModelStore,
+    providers: Providers,
+    recorder: Recorder,
+    pace: Duration,
 }
 
 /// Runs the benchmark (needs a tokio runtime with at least two worker threads).
@@ -133,15 +95,35 @@ pub async fn run(
     store: &ModelStore,
     options: &PipelineBenchOptions,
 ) -> Result<PipelineReport, BenchError> {
-    let questions = synthesize_questions().await?;
+    let questions = synthesize(QUESTIONS).await?;
     let listening_cost_per_second = listening_cost(store, &questions)?;
-    let providers = Providers {
-        stt: Arc::new(load(MoonshineProvider::load(store))?),
-        llm: Arc::new(load(EmbeddedLlmProvider::load(store, Default::default()))?),
-        tts: Arc::new(load(PiperProvider::load(store))?),
+    let recorder = Recorder::default();
+    let bench = Bench {
+        store: store.clone(),
+        providers: Providers {
+            stt: Arc::new(TimedStt(
+                Arc::new(load(MoonshineProvider::load(store))?),
+                recorder.clone(),
+            )),
+            llm: Arc::new(TimedLlm(
+                Arc::new(load(EmbeddedLlmProvider::load(store, Default::default()))?),
+                recorder.clone(),
+            )),
+            tts: Arc::new(TimedTts(
+                Arc::new(load(PiperProvider::load(store))?),
+                recorder.clone(),
+            )),
+        },
+        recorder,
+        pace: if options.fast {
+            FAST_PACE
+        } else {
+            FRAME_DURATION
+        },
     };
     let mut report = PipelineReport {
         listening_cost_per_second,
+        feed_speed: FRAME_DURATION.as_secs_f64() / bench.pace.as_secs_f64(),
         ..PipelineReport::default()
     };
     let config = AgentConfig {
@@ -149,68 +131,227 @@ pub async fn run(
         max_tokens: 48,
         ..AgentConfig::default()
     };
-    let pace = if options.fast {
-        FAST_PACE
-    } else {
-        FRAME_DURATION
-    };
     for i in 0..options.turns {
         // A fresh session per turn: each turn starts from an empty conversation, like a new caller.
-        let ingest = Ingest::new(
-            load(SileroVad::load(store))?,
-            Box::new(load(SmartTurn::load(store))?),
-            VadConfig::default(),
-            TurnConfig::default(),
-        );
-        let mut session = AgentSession::start(config.clone(), providers.clone(), ingest);
-        match one_turn(&mut session, &questions[i % questions.len()], pace).await {
-            Some(record) => report.records.push(record),
-            None => report.failed_turns += 1,
-        }
+        let question = i % questions.len();
+        let mut session = bench.session(config.clone())?;
+        bench.recorder.take();
+        let outcome = bench.one_turn(&mut session, &questions[question]).await;
+        report.dropped_frames += session.dropped_frames();
         session.stop().await;
+        let timeline = bench.recorder.take();
+        match outcome {
+            Ok(record) => report.turns.push(TurnSample::new(record, &timeline)),
+            Err(reason) => report.failures.push(Failure {
+                question: QUESTIONS[question].to_string(),
+                reason,
+            }),
+        }
         eprint!("\rturn {}/{}", i + 1, options.turns);
+    }
+    eprintln!();
+    let story = synthesize(&[STORY, BARGE_IN]).await?;
+    let storyteller = AgentConfig {
+        system_prompt: "You are a storyteller. Tell a long story of at least five sentences."
+            .into(),
+        max_tokens: 160,
+        ..config
+    };
+    for i in 0..options.barge_ins {
+        let mut session = bench.session(storyteller.clone())?;
+        let outcome = bench.barge_in(&mut session, &story[0], &story[1]).await;
+        report.dropped_frames += session.dropped_frames();
+        session.stop().await;
+        match outcome {
+            Ok(reaction) => report.barge_in_reactions.push(reaction),
+            Err(reason) => report.failures.push(Failure {
+                question: format!("{STORY} / {BARGE_IN}"),
+                reason,
+            }),
+        }
+        eprint!("\rbarge-in {}/{}", i + 1, options.barge_ins);
     }
     eprintln!();
     Ok(report)
 }
 
-async fn one_turn(
-    session: &mut AgentSession,
-    question: &[i16],
-    pace: Duration,
-) -> Option<TurnRecord> {
-    let frame_len = CLIENT_RATE as usize / 50;
-    let mut clock = Duration::ZERO;
-    let silence = vec![0i16; frame_len];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let frames = question
-        .chunks(frame_len)
-        .chain(std::iter::repeat(silence.as_slice()));
-    for block in frames {
-        if Instant::now() > deadline {
-            return None;
-        }
-        let mut frame = [0i16; 960];
-        frame[..block.len()].copy_from_slice(block);
-        session.push_audio(AudioFrame::new(&frame, CLIENT_RATE, 1, clock).ok()?);
-        clock += FRAME_DURATION;
-        let _ = session.pull_frame(clock);
-        while let Some(event) = session.try_event() {
-            if let AgentEvent::TurnComplete(record) = event {
-                return Some(record);
+impl Bench {
+    fn session(&self, config: AgentConfig) -> Result<AgentSession, BenchError> {
+        let ingest = Ingest::new(
+            load(SileroVad::load(&self.store))?,
+            Box::new(load(SmartTurn::load(&self.store))?),
+            VadConfig::default(),
+            TurnConfig::default(),
+        );
+        Ok(AgentSession::start(config, self.providers.clone(), ingest))
+    }
+
+    /// Asks one question and waits for the answer to finish playing.
+    async fn one_turn(
+        &self,
+        session: &mut AgentSession,
+        question: &[i16],
+    ) -> Result<TurnRecord, String> {
+        let mut feed = Feed::new(session, question, self.pace);
+        let mut transcript = None;
+        let mut states = Vec::new();
+        let deadline = Instant::now() + TURN_TIMEOUT;
+        while Instant::now() < deadline {
+            for event in feed.step().await {
+                match event {
+                    AgentEvent::TurnComplete(record) => return Ok(record),
+                    AgentEvent::UserTranscript { text, .. } => transcript = Some(text),
+                    AgentEvent::State(state) => states.push(format!("{state:?}")),
+                    AgentEvent::Error(e) => return Err(format!("error: {e}")),
+                    _ => {}
+                }
             }
         }
-        tokio::time::sleep(pace).await;
+        let states = states.join("→");
+        Err(match transcript {
+            Some(text) => format!("heard {text:?} but no answer within {TURN_TIMEOUT:?} ({states})"),
+            None => format!("no transcript within {TURN_TIMEOUT:?} ({states})"),
+        })
     }
-    None
+
+    /// Lets the agent tell a story for a second, talks over it, and measures how much agent
+    /// audio played after the speech onset (playback time).
+    async fn barge_in(
+        &self,
+        session: &mut AgentSession,
+        story: &[i16],
+        interruption: &[i16],
+    ) -> Result<Duration, String> {
+        let mut feed = Feed::new(session, story, self.pace);
+        let deadline = Instant::now() + TURN_TIMEOUT;
+        while feed.played < PLAY_BEFORE_BARGE_IN {
+            if Instant::now() > deadline {
+                return Err("the story never played for a second".into());
+            }
+            feed.step().await;
+        }
+        let onset = interruption
+            .chunks(FRAME_SAMPLES)
+            .position(|frame| rms(frame) > ONSET_RMS)
+            .ok_or("the interruption is silent")?;
+        feed.input = interruption.to_vec();
+        feed.fed = 0;
+        let mut after_onset = Duration::ZERO;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let before = feed.played;
+            let events = feed.step().await;
+            if feed.fed > onset {
+                after_onset += feed.played - before;
+            }
+            if events
+                .iter()
+                .any(|e| matches!(e, AgentEvent::State(AgentState::Interrupted)))
+            {
+                return Ok(after_onset);
+            }
+        }
+        Err("the agent was never interrupted".into())
+    }
 }
 
-/// Spoken questions at the client rate, made with espeak-ng (fast and deterministic).
-async fn synthesize_questions() -> Result<Vec<Vec<i16>>, BenchError> {
+/// Feeds one input (then silence) frame by frame at the pace, pulling one agent frame per step.
+struct Feed<'a> {
+    session: &'a mut AgentSession,
+    input: Vec<i16>,
+    /// Frames of `input` fed so far.
+    fed: usize,
+    clock: Duration,
+    pace: Duration,
+    /// Agent audio pulled so far.
+    played: Duration,
+}
+
+impl<'a> Feed<'a> {
+    fn new(session: &'a mut AgentSession, input: &[i16], pace: Duration) -> Self {
+        Self {
+            session,
+            input: input.to_vec(),
+            fed: 0,
+            clock: Duration::ZERO,
+            pace,
+            played: Duration::ZERO,
+        }
+    }
+
+    /// One 20 ms step: a frame in, a frame out; returns the events that arrived.
+    async fn step(&mut self) -> Vec<AgentEvent> {
+        let mut frame = [0i16; FRAME_SAMPLES];
+        let start = self.fed * FRAME_SAMPLES;
+        if start < self.input.len() {
+            let block = &self.input[start..(start + FRAME_SAMPLES).min(self.input.len())];
+            frame[..block.len()].copy_from_slice(block);
+        }
+        self.fed += 1;
+        if let Ok(frame) = AudioFrame::new(&frame, CLIENT_RATE, 1, self.clock) {
+            self.session.push_audio(frame);
+        }
+        self.clock += FRAME_DURATION;
+        if let Some(out) = self.session.pull_frame(self.clock) {
+            self.played += out.duration();
+        }
+        let events = std::iter::from_fn(|| self.session.try_event()).collect();
+        tokio::time::sleep(self.pace).await;
+        events
+    }
+}
+
+impl TurnSample {
+    /// Splits a turn's latency into model compute and overhead using the provider timeline.
+    fn new(record: TurnRecord, timeline: &Timeline) -> Self {
+        let llm = timeline.llm.last();
+        let stt = timeline
+            .stt
+            .iter()
+            .rfind(|job| llm.is_none_or(|llm| job.started <= llm.started));
+        let tts = timeline.tts.first();
+        let span = |job: Option<&crate::timing::Job>| {
+            job.and_then(|j| j.first.map(|first| first - j.started))
+        };
+        let stt_compute = span(stt);
+        let tts_compute = span(tts);
+        let llm_to_first_chunk = llm
+            .zip(tts)
+            .map(|(llm, tts)| tts.started.saturating_duration_since(llm.started));
+        let overhead = match (
+            record.tts_first_audio,
+            stt_compute,
+            llm_to_first_chunk,
+            tts_compute,
+        ) {
+            (Some(end_to_end), Some(stt), Some(llm), Some(tts)) => Some(
+                end_to_end
+                    .saturating_sub(record.end_of_turn)
+                    .saturating_sub(stt + llm + tts),
+            ),
+            _ => None,
+        };
+        Self {
+            stt_compute,
+            llm_to_first_chunk,
+            tts_compute,
+            overhead,
+            record,
+        }
+    }
+}
+
+fn rms(samples: &[i16]) -> f64 {
+    let sum: f64 = samples.iter().map(|&s| f64::from(s).powi(2)).sum();
+    (sum / samples.len().max(1) as f64).sqrt()
+}
+
+/// Spoken texts at the client rate, made with espeak-ng (fast and deterministic).
+async fn synthesize(texts: &[&str]) -> Result<Vec<Vec<i16>>, BenchError> {
     let tts = EspeakProvider::new("en-us").map_err(|e| BenchError::Speech(e.to_string()))?;
     let mut out = Vec::new();
-    for question in QUESTIONS {
-        let mut stream = tts.synthesize(question.to_string(), CancellationToken::new());
+    for text in texts {
+        let mut stream = tts.synthesize(text.to_string(), CancellationToken::new());
         let mut samples = Vec::new();
         while let Some(event) = stream.recv().await {
             match event {
@@ -243,10 +384,9 @@ fn listening_cost(store: &ModelStore, questions: &[Vec<i16>]) -> Result<Duration
             audio.extend(std::iter::repeat_n(0i16, CLIENT_RATE as usize));
         }
     }
-    let frame_len = CLIENT_RATE as usize / 50;
     let started = Instant::now();
     let mut clock = Duration::ZERO;
-    for block in audio.chunks_exact(frame_len) {
+    for block in audio.chunks_exact(FRAME_SAMPLES) {
         let frame = AudioFrame::new(block, CLIENT_RATE, 1, clock)
             .map_err(|e| BenchError::Speech(e.to_string()))?;
         ingest

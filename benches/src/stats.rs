@@ -29,11 +29,11 @@ pub fn row(label: &str, samples: &[Duration]) -> String {
     )
 }
 
-/// The header matching [`row`].
-pub fn header() -> String {
+/// The header matching [`row`], its first column titled `title`.
+pub fn header(title: &str) -> String {
     format!(
         "| {:<38} | {:>4} | {:>8} | {:>8} | {:>8} |\n|{}|{}|{}|{}|{}|",
-        "stage (ms from end of user speech)",
+        title,
         "n",
         "p50",
         "p95",

@@ -15,11 +15,15 @@
 //! assert_eq!(fwd.rewrite(1, 7, 1000), Some((7, 1000)));
 //! ```
 
+pub mod core;
+pub mod driver;
 pub mod forward;
 pub mod g711;
 pub mod jitter;
 pub mod opus_codec;
 
+pub use core::{CloseReason, CoreEvent, CoreOutput, MediaCore, PeerError, PeerId};
+pub use driver::{MediaDriver, MediaHandle, OutgoingFrame, PeerNotice, TapPacket};
 pub use forward::{SeqTsRewriter, SourceId};
 pub use g711::{alaw_decode, alaw_encode, ulaw_decode, ulaw_encode};
 pub use jitter::{JitterBuffer, JitterStats, Playout, PlayoutPacket, PushOutcome};

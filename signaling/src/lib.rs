@@ -1,6 +1,24 @@
 //! # dartmouth-signaling
 //!
-//! Everything that crosses the wire to a client: the versioned JSON protocol in `proto`, WebSocket
-//! signaling, WHIP/WHEP endpoints, the SIP user agent that bridges calls into rooms, and the access
-//! tokens that gate every join. No other crate knows a wire format. Filled in by the gateway work;
-//! this is its public face.
+//! Everything that crosses the wire to a client: the versioned JSON protocol in [`proto`],
+//! WebSocket signaling ([`ws`]), WHIP/WHEP endpoints, the room access tokens that gate every join
+//! ([`token`]), and the bridge that seats a voice agent in a room as an in-process participant
+//! ([`agent`]). No other crate knows a wire format.
+//!
+//! ```
+//! use dartmouth_signaling::proto::{ServerMessage, ErrorCode};
+//!
+//! let refusal = ServerMessage::error(ErrorCode::BadSdp, "no audio");
+//! assert!(refusal.to_json().contains(r#""code":"bad_sdp""#));
+//! ```
+
+pub mod agent;
+pub mod gateway;
+pub mod proto;
+pub mod token;
+mod whip;
+mod ws;
+
+pub use agent::{AgentFactory, AgentInfo};
+pub use gateway::{Gateway, routes};
+pub use token::{Grants, TokenKeys};

@@ -6,7 +6,7 @@
 //! [`AgentSession::stop`]) stops them all.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -45,6 +45,11 @@ pub struct AgentConfig {
     pub echo_guard: Duration,
     /// Audio the listener had not yet heard when playback stopped (their jitter buffer).
     pub listener_lag: Duration,
+    /// Whether the agent speaks its answers (default). When false (client-side TTS) nothing is
+    /// synthesized: the answer arrives only as [`AgentEvent::AgentSpeech`] text chunks,
+    /// [`AgentSession::pull_frame`] stays silent, and a barge-in counts all the text sent so far
+    /// as heard.
+    pub speech_output: bool,
 }
 
 impl Default for AgentConfig {
@@ -57,6 +62,7 @@ impl Default for AgentConfig {
             false_interruption_window: Duration::from_millis(1_500),
             echo_guard: Duration::from_millis(250),
             listener_lag: Duration::ZERO,
+            speech_output: true,
         }
     }
 }
@@ -100,6 +106,10 @@ pub struct TurnRecord {
     pub llm_first_token: Option<Duration>,
     /// … → first synthesized audio queued for playback.
     pub tts_first_audio: Option<Duration>,
+    /// … → first frame of the answer handed out by [`AgentSession::pull_frame`] (wall clock,
+    /// like the fields above). `None` when no frame of the answer was pulled: the turn was cut
+    /// before it played, or speech output is off.
+    pub first_frame_out: Option<Duration>,
     /// STT, LLM and TTS providers that served.
     pub providers: (String, String, String),
     /// The transcript.
@@ -115,6 +125,14 @@ pub struct TurnRecord {
 pub enum AgentEvent {
     /// The agent's state changed.
     State(AgentState),
+    /// An interim transcript of what the person is saying (speculative recognition); the
+    /// turn's [`AgentEvent::UserTranscript`] supersedes it.
+    UserPartial {
+        /// The turn the speech will start if it has words.
+        turn: TurnId,
+        /// The hypothesis so far.
+        text: String,
+    },
     /// The person's final transcript for a turn.
     UserTranscript {
         /// The turn.
@@ -122,7 +140,8 @@ pub enum AgentEvent {
         /// What they said.
         text: String,
     },
-    /// A piece of the agent's answer was queued for speech.
+    /// A piece of the agent's answer was queued for speech (or, without speech output, sent as
+    /// text).
     AgentSpeech {
         /// The turn.
         turn: TurnId,
@@ -152,6 +171,7 @@ pub struct AgentSession {
     audio_in: Arc<AudioQueue>,
     text_in: mpsc::Sender<String>,
     egress: Arc<Mutex<Egress>>,
+    first_frame: FirstFrame,
     events: mpsc::Receiver<AgentEvent>,
     conversation: Arc<Mutex<Conversation>>,
     cancel: CancellationToken,
@@ -169,6 +189,7 @@ impl AgentSession {
         let egress = Arc::new(Mutex::new(Egress::new(config.output_rate)));
         let conversation = Arc::new(Mutex::new(Conversation::new(config.system_prompt.clone())));
         let cancel = CancellationToken::new();
+        let first_frame = FirstFrame::default();
         let listener = {
             let queue = audio_in.clone();
             let events = event_tx.clone();
@@ -181,6 +202,7 @@ impl AgentSession {
             config,
             providers,
             egress.clone(),
+            first_frame.clone(),
             conversation.clone(),
             event_tx,
         );
@@ -189,6 +211,7 @@ impl AgentSession {
             audio_in,
             text_in: text_tx,
             egress,
+            first_frame,
             events,
             conversation,
             cancel,
@@ -208,10 +231,15 @@ impl AgentSession {
         self.text_in.try_send(text.into()).is_ok()
     }
 
-    /// The next 20 ms of the agent's speech, or `None` for silence.
+    /// The next 20 ms of the agent's speech, or `None` for silence. The moment an answer's first
+    /// frame is pulled is its turn's [`TurnRecord::first_frame_out`].
     pub fn pull_frame(&self, timestamp: Duration) -> Option<AudioFrame> {
         let mut egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
-        egress.next_frame(timestamp).and_then(Result::ok)
+        let frame = egress.next_frame(timestamp).and_then(Result::ok);
+        if let Some(turn) = egress.take_turn_started() {
+            self.first_frame.set(turn, Instant::now());
+        }
+        frame
     }
 
     /// Whether speech is queued for playback.
@@ -272,6 +300,24 @@ impl Drop for AgentSession {
         self.shutdown();
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+}
+
+/// The latest turn whose answer started playing, and when its first frame was pulled.
+#[derive(Debug, Clone, Default)]
+struct FirstFrame(Arc<Mutex<Option<(TurnId, Instant)>>>);
+
+impl FirstFrame {
+    fn set(&self, turn: TurnId, at: Instant) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((turn, at));
+    }
+
+    /// When `turn`'s first frame was pulled, if it was.
+    fn of(&self, turn: TurnId) -> Option<Instant> {
+        match *self.0.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((t, at)) if t == turn => Some(at),
+            _ => None,
         }
     }
 }

@@ -38,7 +38,8 @@ impl AudioQueue {
         }
     }
 
-    /// Queues a frame, dropping the oldest when full. Returns false once the queue is closed.
+    /// Queues a frame, dropping the oldest when full (counted in
+    /// [`crate::metrics::AGENT_DROPPED_FRAMES_TOTAL`]). Returns false once the queue is closed.
     pub fn push(&self, frame: AudioFrame) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.closed {
@@ -47,6 +48,7 @@ impl AudioQueue {
         if state.frames.len() == self.capacity {
             state.frames.pop_front();
             state.dropped += 1;
+            crate::metrics::record_dropped_frame();
         }
         state.frames.push_back(frame);
         drop(state);

@@ -1,5 +1,14 @@
 //! Sentence chunking of a token stream, so speech starts at the first sentence (or, for the first
 //! chunk of an answer, the first clause) while the model is still writing the rest.
+//!
+//! As a [`Stage`] it takes [`TextFrame`] tokens and gives [`TextFrame`] chunks; the answer's last
+//! output frame has `last` set (with empty text when nothing was left to say).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::frame::TurnId;
+use crate::stage::{Stage, TextFrame};
 
 /// Words a first chunk needs before it may end at a clause (`,` `;` `:`) instead of a sentence.
 pub const FIRST_CLAUSE_MIN_WORDS: usize = 5;
@@ -17,6 +26,12 @@ const ABBREVIATIONS: &[&str] = &[
 pub struct SentenceChunker {
     buffer: String,
     chunks_emitted: usize,
+    /// The turn whose answer is being chunked (stage use).
+    turn: TurnId,
+    /// Chunks ready for [`Stage::poll`].
+    ready: VecDeque<TextFrame>,
+    /// Interrupted turns (this one and older): their late text is ignored.
+    void_through: Option<TurnId>,
 }
 
 impl SentenceChunker {
@@ -124,9 +139,50 @@ pub fn speakable(text: &str) -> Option<String> {
         .then_some(collapsed)
 }
 
+impl Stage for SentenceChunker {
+    type In = TextFrame;
+    type Out = TextFrame;
+    type Error = std::convert::Infallible;
+
+    /// Text of a newer turn starts a new answer (whatever was buffered is dropped); late text of
+    /// an interrupted turn is ignored.
+    fn push(&mut self, _now: Duration, token: TextFrame) -> Result<(), Self::Error> {
+        if self.void_through.is_some_and(|void| token.turn <= void) {
+            return Ok(());
+        }
+        if token.turn != self.turn {
+            self.reset();
+            self.turn = token.turn;
+        }
+        let turn = self.turn;
+        for chunk in SentenceChunker::push(self, &token.text) {
+            self.ready.push_back(TextFrame::token(turn, chunk));
+        }
+        if token.last {
+            let rest = self.finish().unwrap_or_default();
+            self.ready.push_back(TextFrame::last(turn, rest));
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Option<TextFrame> {
+        self.ready.pop_front()
+    }
+
+    fn on_interrupt(&mut self, turn: TurnId) {
+        self.void_through = self.void_through.max(Some(turn));
+        if self.turn <= turn {
+            self.reset();
+        }
+        self.ready.retain(|frame| frame.turn > turn);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::SystemFrame;
+    use crate::stage::{StageInput, run_stage};
 
     fn chunk_stream(pieces: &[&str]) -> Vec<String> {
         let mut chunker = SentenceChunker::new();
@@ -179,6 +235,35 @@ mod tests {
             vec!["Hello there!"]
         );
         assert!(chunk_stream(&["", "  ", "..."]).is_empty());
+    }
+
+    #[test]
+    fn as_a_stage_it_marks_the_end_and_drops_an_interrupted_answer() {
+        let token = |turn, text: &str| StageInput::Data(TextFrame::token(TurnId(turn), text));
+        let out = run_stage(
+            &mut SentenceChunker::new(),
+            [
+                token(1, "First sentence here. And then"),
+                token(1, " more words"),
+                StageInput::System(SystemFrame::Interrupt { turn: TurnId(1) }),
+                token(1, " late token of the old turn."),
+                StageInput::Data(TextFrame::last(TurnId(2), "Hi there. Bye")),
+            ],
+        )
+        .unwrap();
+        let turn_1: Vec<_> = out.iter().filter(|f| f.turn == TurnId(1)).collect();
+        assert_eq!(
+            turn_1.len(),
+            1,
+            "only what was chunked before the interrupt"
+        );
+        assert_eq!(turn_1[0].text, "First sentence here.");
+        let turn_2: Vec<_> = out
+            .iter()
+            .filter(|f| f.turn == TurnId(2))
+            .map(|f| (f.text.as_str(), f.last))
+            .collect();
+        assert_eq!(turn_2, [("Hi there.", false), ("Bye", true)]);
     }
 
     #[test]

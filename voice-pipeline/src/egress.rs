@@ -4,11 +4,15 @@
 //! Speech enters as chunks (samples at the track rate plus the text they speak); the media side
 //! pulls one frame per 20 ms. On barge-in the queue is emptied at once and [`Egress::interrupt`]
 //! reports the text whose audio left the queue, so the conversation can be truncated to it.
+//!
+//! As a [`Stage`] it takes [`SpeechSegment`]s and gives 20 ms frames stamped with the track's
+//! playback position; its interrupt drops the speech of the interrupted turns only.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::frame::{AudioFrame, FRAME_DURATION, FrameError, TurnId};
+use crate::stage::{SpeechSegment, Stage};
 
 /// Longest speech the queue holds, in seconds of audio; more is refused (the producer waits).
 pub const EGRESS_CAPACITY_SECONDS: usize = 60;
@@ -59,6 +63,13 @@ pub struct Egress {
     finished: Vec<Segment>,
     /// Held (possible barge-in being judged): no frames leave, nothing is dropped.
     paused: bool,
+    /// Turn of the last frame handed out.
+    last_turn_out: Option<TurnId>,
+    /// A turn whose first frame was handed out and not yet reported by `take_turn_started`.
+    turn_started: Option<TurnId>,
+    /// Turns interrupted through the stage interface (this one and older): late speech of
+    /// theirs is refused.
+    void_through: Option<TurnId>,
 }
 
 impl Egress {
@@ -74,6 +85,9 @@ impl Egress {
             played: 0,
             finished: Vec::new(),
             paused: false,
+            last_turn_out: None,
+            turn_started: None,
+            void_through: None,
         }
     }
 
@@ -131,6 +145,12 @@ impl Egress {
         if self.samples.is_empty() || self.paused {
             return None;
         }
+        if let Some(turn) = self.segments.front().map(|s| s.turn)
+            && self.last_turn_out != Some(turn)
+        {
+            self.last_turn_out = Some(turn);
+            self.turn_started = Some(turn);
+        }
         let mut buffer = [0i16; crate::frame::MAX_FRAME_SAMPLES];
         let take = self.frame_samples.min(self.samples.len());
         for (slot, sample) in buffer.iter_mut().zip(self.samples.drain(..take)) {
@@ -150,6 +170,12 @@ impl Egress {
             1,
             timestamp,
         ))
+    }
+
+    /// The turn whose first frame the last [`Egress::next_frame`] handed out, reported once:
+    /// the caller stamps the moment its answer started to play.
+    pub fn take_turn_started(&mut self) -> Option<TurnId> {
+        self.turn_started.take()
     }
 
     /// Chunks that finished playing since the last call: `(turn, text)` in order.
@@ -189,6 +215,56 @@ impl Egress {
     }
 }
 
+impl Egress {
+    /// Playback position of the track: audio handed out (or skipped by an interrupt) so far.
+    pub fn position(&self) -> Duration {
+        Duration::from_secs_f64(self.played as f64 / f64::from(self.sample_rate))
+    }
+
+    /// Drops the queued speech of `turn` and older turns, keeping newer turns' speech queued.
+    fn drop_through(&mut self, turn: TurnId) {
+        match self.segments.iter().position(|s| s.turn > turn) {
+            None => {
+                self.samples.clear();
+                self.segments.clear();
+                self.queued = self.played;
+            }
+            Some(keep) => {
+                let cut = self.segments[keep].start.max(self.played);
+                self.samples.drain(..(cut - self.played) as usize);
+                self.played = cut;
+                self.segments.drain(..keep);
+            }
+        }
+        self.finished.retain(|s| s.turn > turn);
+    }
+}
+
+impl Stage for Egress {
+    type In = SpeechSegment;
+    type Out = AudioFrame;
+    type Error = EgressError;
+
+    /// Queues the segment; speech of an interrupted turn is dropped silently.
+    fn push(&mut self, _now: Duration, segment: SpeechSegment) -> Result<(), EgressError> {
+        if self.void_through.is_some_and(|void| segment.turn <= void) {
+            return Ok(());
+        }
+        Egress::push(self, segment.turn, &segment.samples, &segment.text)
+    }
+
+    /// The next frame of speech, stamped with the playback position (`None` when held or empty).
+    fn poll(&mut self) -> Option<AudioFrame> {
+        let at = self.position();
+        self.next_frame(at).and_then(Result::ok)
+    }
+
+    fn on_interrupt(&mut self, turn: TurnId) {
+        self.void_through = self.void_through.max(Some(turn));
+        self.drop_through(turn);
+    }
+}
+
 /// The first `fraction` of `text`'s words (rounded down): an estimate of what was heard of a
 /// chunk whose audio stopped part-way, assuming words are spread evenly over the audio.
 pub fn word_prefix(text: &str, fraction: f64) -> String {
@@ -200,6 +276,8 @@ pub fn word_prefix(text: &str, fraction: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::SystemFrame;
+    use crate::stage::{StageInput, run_stage};
 
     const RATE: u32 = 16_000;
     const FRAME: usize = 320;
@@ -256,6 +334,74 @@ mod tests {
         drain_frames(&mut egress, 2);
         // 40 ms played, but the listener is 40 ms behind: nothing heard yet.
         assert_eq!(egress.interrupt(Duration::from_millis(40)).text, "");
+    }
+
+    #[test]
+    fn the_first_frame_of_each_turn_is_reported_once() {
+        let mut egress = Egress::new(RATE);
+        assert_eq!(egress.take_turn_started(), None);
+        egress.push(TurnId(1), &[1; FRAME * 2], "One.").unwrap();
+        egress.push(TurnId(1), &[1; FRAME], "Two.").unwrap();
+        egress.next_frame(Duration::ZERO);
+        assert_eq!(egress.take_turn_started(), Some(TurnId(1)));
+        drain_frames(&mut egress, 5);
+        assert_eq!(egress.take_turn_started(), None, "same turn, later chunks");
+        egress.push(TurnId(2), &[1; FRAME], "Three.").unwrap();
+        egress.pause();
+        egress.next_frame(Duration::ZERO);
+        assert_eq!(egress.take_turn_started(), None, "held: nothing left");
+        egress.resume();
+        egress.next_frame(Duration::ZERO);
+        assert_eq!(egress.take_turn_started(), Some(TurnId(2)));
+    }
+
+    #[test]
+    fn as_a_stage_no_frame_of_an_interrupted_turn_comes_out() {
+        let segment = |turn, level: i16, frames: usize| {
+            StageInput::Data(SpeechSegment {
+                turn: TurnId(turn),
+                samples: vec![level; FRAME * frames],
+                text: format!("turn {turn}"),
+            })
+        };
+        let mut egress = Egress::new(RATE);
+        let out = run_stage(
+            &mut egress,
+            [
+                segment(1, 100, 3),
+                segment(2, 200, 2),
+                StageInput::System(SystemFrame::Interrupt { turn: TurnId(1) }),
+                segment(1, 100, 3), // late speech of the interrupted turn
+                segment(3, 300, 1),
+            ],
+        )
+        .unwrap();
+        let levels: Vec<i16> = out.iter().map(|f| f.samples()[0]).collect();
+        // run_stage drains after each push: turn 1's first segment played fully before the
+        // interrupt; nothing of turn 1 comes out after it.
+        assert_eq!(levels, [100, 100, 100, 200, 200, 300]);
+        assert_eq!(
+            out[5].timestamp,
+            FRAME_DURATION * 5,
+            "stamped by playback position"
+        );
+
+        let mut egress = Egress::new(RATE);
+        Stage::push(&mut egress, Duration::ZERO, segment_data(1, 5)).unwrap();
+        Stage::push(&mut egress, Duration::ZERO, segment_data(2, 2)).unwrap();
+        assert!(Stage::poll(&mut egress).is_some());
+        egress.on_interrupt(TurnId(1));
+        let rest: Vec<_> = std::iter::from_fn(|| Stage::poll(&mut egress)).collect();
+        assert_eq!(rest.len(), 2, "the queued answer of turn 2 survives");
+        assert!(rest.iter().all(|f| f.samples()[0] == 2));
+    }
+
+    fn segment_data(turn: u64, frames: usize) -> SpeechSegment {
+        SpeechSegment {
+            turn: TurnId(turn),
+            samples: vec![turn as i16; FRAME * frames],
+            text: String::new(),
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::frame::AudioFrame;
+use crate::frame::{AudioFrame, TurnId};
 use crate::resample::{ResampleError, StreamResampler};
+use crate::stage::Stage;
 use crate::turn::{EndOfTurn, TurnConfig, TurnEnd, TurnModel};
 use crate::vad::{self, CHUNK_SAMPLES, SileroVad, VadConfig, VadError, VadEvent, VadSegmenter};
 
@@ -155,6 +156,25 @@ impl Ingest {
         }
         self.events.push_back(event);
     }
+}
+
+impl Stage for Ingest {
+    type In = AudioFrame;
+    type Out = IngestEvent;
+    type Error = IngestError;
+
+    /// Time is the position of the audio pushed, so `now` is not needed.
+    fn push(&mut self, _now: Duration, frame: AudioFrame) -> Result<(), IngestError> {
+        Ingest::push(self, &frame)
+    }
+
+    fn poll(&mut self) -> Option<IngestEvent> {
+        Ingest::poll(self)
+    }
+
+    /// Nothing to void: the listening side holds the person's speech, never an agent's answer,
+    /// and the speech that caused the interrupt must go on being heard.
+    fn on_interrupt(&mut self, _turn: TurnId) {}
 }
 
 fn samples_to_time(samples: u64) -> Duration {

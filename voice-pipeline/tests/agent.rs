@@ -201,6 +201,12 @@ async fn a_spoken_question_gets_a_spoken_answer_that_says_the_reply_text() {
     println!("{record:#?}");
     assert!(!record.answer.trim().is_empty());
     assert!(record.llm_first_token.is_some() && record.tts_first_audio.is_some());
+    let (tts, first_out) = (record.tts_first_audio.unwrap(), record.first_frame_out);
+    let first_out = first_out.expect("the first frame's time is recorded");
+    assert!(
+        first_out >= tts && first_out < tts + Duration::from_millis(500),
+        "first frame out {first_out:?} follows the first audio {tts:?} within a pull or two"
+    );
     // The answer is audible and says the reply text.
     assert!(
         h.played.len() > OUTPUT_RATE as usize / 2,
@@ -400,5 +406,46 @@ async fn typed_text_is_answered_like_speech() {
     assert_eq!(record.providers.0, "client");
     assert!(!record.answer.is_empty());
     assert!(rms(&h.played) > 300.0);
+    h.session.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_speech_output_the_answer_arrives_as_text_only() {
+    let _serial = SERIAL.lock().await;
+    let mut h = Harness::new(AgentConfig {
+        output_rate: OUTPUT_RATE,
+        speech_output: false,
+        ..AgentConfig::default()
+    });
+    assert!(h.session.push_text("What is the capital of France?"));
+    h.silence_until(Duration::from_secs(90), |h| h.completed(1).is_some())
+        .await;
+    let record = h.completed(1).expect("answered").clone();
+    assert!(!record.answer.trim().is_empty());
+    assert_eq!(record.tts_first_audio, None, "nothing was synthesized");
+    assert_eq!(record.first_frame_out, None, "nothing was played");
+    assert!(h.played.is_empty(), "no frames: the client speaks the text");
+    let sent: Vec<&str> = h
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            AgentEvent::AgentSpeech { turn, text } if *turn == TurnId(1) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(!sent.is_empty(), "the answer came as text chunks");
+    let conversation = h.session.conversation();
+    let last = conversation.last().unwrap();
+    assert_eq!(last.role, Role::Assistant);
+    assert_eq!(
+        last.content,
+        record.answer.trim(),
+        "the full answer is history"
+    );
+    assert_eq!(
+        dartmouth_voice::text::normalize_words(&sent.join(" ")),
+        dartmouth_voice::text::normalize_words(&last.content),
+        "the chunks say the whole answer"
+    );
     h.session.stop().await;
 }

@@ -418,3 +418,59 @@ fn smart_turn_probabilities_and_timing() {
         .collect();
     println!("predict (features + inference, 2 threads): {times:?}");
 }
+
+/// The listening chain as a `Stage`, driven by `run_stage` with 48 kHz client frames: a question
+/// followed by silence gives onset, end and one turn, and an interrupt in the middle of the speech
+/// (the agent being cut) loses none of the person's audio.
+#[test]
+fn the_ingest_stage_hears_a_whole_question_through_an_interrupt() {
+    use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION, SystemFrame, TurnId, f32_to_i16};
+    use dartmouth_voice::ingest::{Ingest, IngestEvent};
+    use dartmouth_voice::resample::resample_all;
+    use dartmouth_voice::stage::{StageInput, run_stage};
+
+    let question = concat(&[&espeak("What time is it in Tokyo?"), &silence(2_000)]);
+    let client: Vec<i16> = resample_all(&question, 16_000, 48_000)
+        .unwrap()
+        .into_iter()
+        .map(f32_to_i16)
+        .collect();
+    let frames: Vec<_> = client
+        .chunks_exact(960)
+        .enumerate()
+        .map(|(n, block)| {
+            let at = FRAME_DURATION * n as u32;
+            StageInput::Data(AudioFrame::new(block, 48_000, 1, at).unwrap())
+        })
+        .collect();
+    let mut inputs = frames;
+    inputs.insert(
+        40,
+        StageInput::System(SystemFrame::Interrupt { turn: TurnId(1) }),
+    );
+    let mut ingest = Ingest::new(
+        SileroVad::load(&store()).unwrap(),
+        Box::new(smart_turn()),
+        VadConfig::default(),
+        TurnConfig::default(),
+    );
+    let events = run_stage(&mut ingest, inputs).unwrap();
+    let turns: Vec<&TurnEnd> = events
+        .iter()
+        .filter_map(|e| match e {
+            IngestEvent::TurnEnded(end) => Some(end),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(events[0], IngestEvent::SpeechStarted { .. }),
+        "{events:?}"
+    );
+    assert_eq!(turns.len(), 1, "one question, one turn");
+    let heard = turns[0].audio.len() as f64 / RATE as f64;
+    let spoken = (question.len() - silence(2_000).len()) as f64 / RATE as f64;
+    assert!(
+        heard >= spoken * 0.8,
+        "{heard:.2} s of {spoken:.2} s in the turn"
+    );
+}

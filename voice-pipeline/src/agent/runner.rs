@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{AgentConfig, AgentEvent, AgentState, Providers, TurnRecord, next_or_pending};
+use super::{
+    AgentConfig, AgentEvent, AgentState, FirstFrame, Providers, TurnRecord, next_or_pending,
+};
 use crate::chunker::SentenceChunker;
 use crate::conversation::Conversation;
 use crate::egress::Egress;
@@ -82,6 +84,7 @@ pub(super) struct Runner {
     config: AgentConfig,
     providers: Providers,
     egress: Arc<Mutex<Egress>>,
+    first_frame: FirstFrame,
     conversation: Arc<Mutex<Conversation>>,
     events: mpsc::Sender<AgentEvent>,
     turn: TurnId,
@@ -97,6 +100,7 @@ impl Runner {
         config: AgentConfig,
         providers: Providers,
         egress: Arc<Mutex<Egress>>,
+        first_frame: FirstFrame,
         conversation: Arc<Mutex<Conversation>>,
         events: mpsc::Sender<AgentEvent>,
     ) -> Self {
@@ -104,6 +108,7 @@ impl Runner {
             config,
             providers,
             egress,
+            first_frame,
             conversation,
             events,
             turn: TurnId(0),
@@ -164,6 +169,17 @@ impl Runner {
 
     fn emit(&self, event: AgentEvent) {
         let _ = self.events.try_send(event);
+    }
+
+    /// Reports a finished (or cut) answer: its first frame's time, metrics, the event.
+    fn complete(&self, answer: Answer) {
+        let mut record = answer.record;
+        record.first_frame_out = self
+            .first_frame
+            .of(answer.turn)
+            .map(|at| at.saturating_duration_since(answer.speech_end));
+        crate::metrics::record_turn(&record);
+        self.emit(AgentEvent::TurnComplete(record));
     }
 
     fn egress(&self) -> MutexGuard<'_, Egress> {
@@ -231,7 +247,13 @@ impl Runner {
             return;
         };
         match event {
-            Some(SttEvent::Partial(_)) => self.listening = Some(listening),
+            Some(SttEvent::Partial(text)) => {
+                self.listening = Some(listening);
+                self.emit(AgentEvent::UserPartial {
+                    turn: self.turn.next(),
+                    text,
+                });
+            }
             Some(SttEvent::Final(text)) if spoken_words(&text) > 0 => {
                 self.on_user_text(
                     text,
@@ -328,7 +350,13 @@ impl Runner {
             return;
         };
         answer.cancel.cancel();
-        let heard = self.egress().interrupt(self.config.listener_lag).text;
+        let played = self.egress().interrupt(self.config.listener_lag).text;
+        // Without speech output the client got the text itself: all of it counts as heard.
+        let heard = if self.config.speech_output {
+            played
+        } else {
+            answer.record.answer.trim().to_string()
+        };
         {
             let mut conversation = self.conversation();
             if !conversation.truncate_assistant(answer.turn, &heard) && !heard.is_empty() {
@@ -341,7 +369,7 @@ impl Runner {
             turn: answer.turn,
             heard,
         });
-        self.emit(AgentEvent::TurnComplete(answer.record));
+        self.complete(answer);
     }
 
     fn on_llm(&mut self, event: Option<LlmEvent>) {
@@ -355,7 +383,7 @@ impl Runner {
                 }
                 answer.record.answer.push_str(&token);
                 for chunk in answer.chunker.push(&token) {
-                    Self::speak(&self.providers, answer, chunk);
+                    self.speak(chunk);
                 }
             }
             Some(LlmEvent::Served { provider }) => answer.record.providers.1 = provider,
@@ -375,20 +403,30 @@ impl Runner {
             return;
         };
         answer.llm = None;
-        if let Some(rest) = answer.chunker.finish() {
-            Self::speak(&self.providers, answer, rest);
-        }
+        let rest = answer.chunker.finish();
         let (turn, text) = (answer.turn, answer.record.answer.trim().to_string());
+        if let Some(rest) = rest {
+            self.speak(rest);
+        }
         if !text.is_empty() {
             self.conversation().push_assistant(turn, text);
         }
     }
 
-    fn speak(providers: &Providers, answer: &mut Answer, chunk: String) {
+    /// Sends a chunk of the answer to TTS, or, without speech output, straight to the owner.
+    fn speak(&mut self, chunk: String) {
+        let Some(answer) = self.answer.as_mut() else {
+            return;
+        };
+        if !self.config.speech_output {
+            let turn = answer.turn;
+            self.emit(AgentEvent::AgentSpeech { turn, text: chunk });
+            return;
+        }
         answer.tts_texts.push_back(chunk.clone());
         answer
             .tts
-            .push_back(providers.tts.synthesize(chunk, answer.cancel.clone()));
+            .push_back(self.providers.tts.synthesize(chunk, answer.cancel.clone()));
     }
 
     fn on_tts(&mut self, event: Option<TtsEvent>) {
@@ -484,7 +522,7 @@ impl Runner {
             && self.barge_in.is_none()
             && !self.egress().is_speaking();
         if finished && let Some(answer) = self.answer.take() {
-            self.emit(AgentEvent::TurnComplete(answer.record));
+            self.complete(answer);
             self.emit(AgentEvent::State(AgentState::Listening));
         }
     }

@@ -1,0 +1,268 @@
+//! A voice agent as an in-process participant of a room.
+//!
+//! The bridge task listens to one person's track (Opus packets tapped from the media driver →
+//! jitter buffer with loss concealment → decode → the agent's listening queue), sends the agent's
+//! speech back every 20 ms (agent frame → Opus → the driver, which forwards it like any
+//! participant's audio), and turns the agent's events into wire messages for the client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dartmouth_media::jitter::{JitterBuffer, Playout};
+use dartmouth_media::opus_codec::MAX_PACKET_BYTES;
+use dartmouth_media::{MediaHandle, OpusDecoder, OpusEncoder, OutgoingFrame, PeerId, TapPacket};
+use dartmouth_voice::agent::{AgentEvent, AgentSession, AgentState, TurnRecord};
+use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION};
+use tokio::sync::{mpsc, watch};
+
+use crate::proto::{AgentOutput, AgentStateWire, ServerMessage, Speaker, TurnLatency};
+
+/// Wire messages queued from an agent to its client connection.
+pub const AGENT_MESSAGE_CAPACITY: usize = 128;
+/// Typed messages queued to an agent.
+pub const AGENT_TEXT_CAPACITY: usize = 16;
+/// Samples in one 20 ms frame at 48 kHz.
+const FRAME_SAMPLES: usize = 960;
+/// RTP clock rate of Opus.
+const RTP_RATE: u32 = 48_000;
+
+/// One agent a deployment offers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentInfo {
+    /// Its name (what clients ask for).
+    pub name: String,
+    /// What it does.
+    pub description: String,
+}
+
+/// Where agents come from: the binary implements it on its loaded models and settings.
+pub trait AgentFactory: Send + Sync + 'static {
+    /// The agents on offer.
+    fn agents(&self) -> Vec<AgentInfo>;
+    /// The agent a room gets when the client names none (`None`: no agent).
+    fn default_agent(&self) -> Option<String>;
+    /// Starts a session of agent `name` (called on a blocking thread inside the runtime; may load
+    /// small per-session models). `output` says whether it speaks or only writes.
+    fn start(&self, name: &str, output: AgentOutput) -> Result<AgentSession, String>;
+}
+
+/// A running agent bridge; stopping it stops the agent session.
+pub struct AgentBridge {
+    /// Typed messages to the agent.
+    pub text: mpsc::Sender<String>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AgentBridge {
+    /// Starts the bridge: `session` listens to `person` (already tapped into `taps`) and speaks
+    /// as `speaker` in the room; wire messages go to `messages`.
+    pub fn start(
+        media: MediaHandle,
+        speaker: PeerId,
+        session: AgentSession,
+        taps: mpsc::Receiver<TapPacket>,
+        messages: mpsc::Sender<ServerMessage>,
+    ) -> Self {
+        let (text_tx, text_rx) = mpsc::channel(AGENT_TEXT_CAPACITY);
+        let (stop, stopped) = watch::channel(false);
+        let bridge = Bridge {
+            media,
+            speaker,
+            messages,
+            answer: String::new(),
+            seq: 0,
+        };
+        let task = tokio::spawn(bridge.run(session, taps, text_rx, stopped));
+        Self {
+            text: text_tx,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the agent and waits for its tasks to end.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Bridge {
+    media: MediaHandle,
+    speaker: PeerId,
+    messages: mpsc::Sender<ServerMessage>,
+    answer: String,
+    seq: u16,
+}
+
+impl Bridge {
+    async fn run(
+        mut self,
+        mut session: AgentSession,
+        mut taps: mpsc::Receiver<TapPacket>,
+        mut text: mpsc::Receiver<String>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let (mut decoder, mut encoder) =
+            match (OpusDecoder::new(RTP_RATE, 1), OpusEncoder::new(RTP_RATE, 1)) {
+                (Ok(d), Ok(e)) => (d, e),
+                _ => {
+                    self.send(ServerMessage::error(
+                        crate::proto::ErrorCode::Media,
+                        "cannot create the Opus codec",
+                    ));
+                    return;
+                }
+            };
+        let mut jitter = JitterBuffer::new(RTP_RATE);
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        let mut packet = [0u8; MAX_PACKET_BYTES];
+        let started = Instant::now();
+        let mut media_time = Duration::ZERO;
+        let mut ticks: u32 = 0;
+        let mut ticker = tokio::time::interval(FRAME_DURATION);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                packet_in = taps.recv() => {
+                    let Some(p) = packet_in else { break };
+                    jitter.push(started.elapsed(), p.seq, p.rtp_time, &p.payload);
+                }
+                typed = text.recv() => {
+                    if let Some(typed) = typed {
+                        session.push_text(typed);
+                    }
+                }
+                event = session.next_event() => {
+                    let Some(event) = event else { break };
+                    self.on_event(event);
+                }
+                _ = ticker.tick() => {
+                    // Listen: one frame of the person's audio (or its concealment) per tick.
+                    let decoded = match jitter.pop(started.elapsed()) {
+                        Playout::Packet(p) => decoder.decode(p.payload, &mut pcm).ok(),
+                        Playout::Lost { .. } => decoder.conceal(&mut pcm).ok(),
+                        Playout::Empty => None,
+                    };
+                    let samples = decoded.map_or(&[][..], |n| &pcm[..n.min(FRAME_SAMPLES)]);
+                    let heard = if samples.len() == FRAME_SAMPLES { samples } else { &[0i16; FRAME_SAMPLES][..] };
+                    if let Ok(frame) = AudioFrame::new(heard, RTP_RATE, 1, media_time) {
+                        session.push_audio(frame);
+                    }
+                    media_time += FRAME_DURATION;
+                    // Speak: the agent's next frame, if it is talking.
+                    let rtp_time = ticks.wrapping_mul(FRAME_SAMPLES as u32);
+                    ticks = ticks.wrapping_add(1);
+                    if let Some(frame) = session.pull_frame(media_time)
+                        && let Ok(n) = encoder.encode(frame.samples(), &mut packet)
+                    {
+                        self.seq = self.seq.wrapping_add(1);
+                        self.media.write_audio(self.speaker, OutgoingFrame::new(self.seq, rtp_time, &packet[..n]));
+                    }
+                }
+            }
+        }
+        session.stop().await;
+    }
+
+    fn on_event(&mut self, event: AgentEvent) {
+        match event {
+            AgentEvent::State(state) => {
+                if state == AgentState::Thinking {
+                    self.answer.clear();
+                }
+                self.send(ServerMessage::AgentState {
+                    state: wire_state(state),
+                });
+            }
+            AgentEvent::UserTranscript { turn, text } => self.send(ServerMessage::Transcript {
+                speaker: Speaker::User,
+                text,
+                is_final: true,
+                turn: turn.0,
+            }),
+            AgentEvent::UserPartial { turn, text } => self.send(ServerMessage::Transcript {
+                speaker: Speaker::User,
+                text,
+                is_final: false,
+                turn: turn.0,
+            }),
+            AgentEvent::AgentSpeech { turn, text } => {
+                if !self.answer.is_empty() {
+                    self.answer.push(' ');
+                }
+                self.answer.push_str(text.trim());
+                self.send(ServerMessage::Transcript {
+                    speaker: Speaker::Agent,
+                    text: self.answer.clone(),
+                    is_final: false,
+                    turn: turn.0,
+                });
+            }
+            AgentEvent::Interrupted { turn, heard } => {
+                self.send(ServerMessage::Interrupted {
+                    turn: turn.0,
+                    heard,
+                });
+            }
+            AgentEvent::Resumed { .. } => self.send(ServerMessage::AgentState {
+                state: AgentStateWire::Speaking,
+            }),
+            AgentEvent::TurnComplete(record) => {
+                self.send(ServerMessage::Transcript {
+                    speaker: Speaker::Agent,
+                    text: record.answer.trim().to_string(),
+                    is_final: true,
+                    turn: record.turn.0,
+                });
+                let latency = latency_of(&record);
+                self.send(ServerMessage::Latency {
+                    turn: record.turn.0,
+                    latency,
+                    providers: [
+                        record.providers.0.clone(),
+                        record.providers.1.clone(),
+                        record.providers.2.clone(),
+                    ],
+                });
+                self.answer.clear();
+            }
+            AgentEvent::Error(message) => self.send(ServerMessage::error(
+                crate::proto::ErrorCode::Media,
+                format!("agent: {message}"),
+            )),
+        }
+    }
+
+    fn send(&self, message: ServerMessage) {
+        let _ = self.messages.try_send(message);
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
+}
+
+fn latency_of(record: &TurnRecord) -> TurnLatency {
+    TurnLatency {
+        end_of_turn_ms: ms(record.end_of_turn),
+        stt_ms: record.stt_final.map(ms),
+        llm_first_token_ms: record.llm_first_token.map(ms),
+        tts_first_audio_ms: record.tts_first_audio.map(ms),
+        first_packet_out_ms: record.first_frame_out.map(ms),
+    }
+}
+
+fn wire_state(state: AgentState) -> AgentStateWire {
+    match state {
+        AgentState::Listening => AgentStateWire::Listening,
+        AgentState::Thinking => AgentStateWire::Thinking,
+        AgentState::Speaking => AgentStateWire::Speaking,
+        AgentState::Interrupted => AgentStateWire::Interrupted,
+    }
+}
+
+/// Shared pointer to a factory.
+pub type SharedAgentFactory = Arc<dyn AgentFactory>;

@@ -1,0 +1,128 @@
+//! The gateway's agents: the configured profiles on the embedded models, loaded once and shared
+//! by every session (each session gets its own small VAD and end-of-turn models).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use dartmouth_models::ModelStore;
+use dartmouth_signaling::proto::AgentOutput;
+use dartmouth_signaling::{AgentFactory, AgentInfo};
+use dartmouth_voice::agent::{AgentConfig, AgentSession, Providers};
+use dartmouth_voice::embedded::{
+    EmbeddedLlmProvider, EspeakProvider, MoonshineProvider, PiperProvider,
+};
+use dartmouth_voice::ingest::Ingest;
+use dartmouth_voice::provider::{Llm, Stt, Tts};
+use dartmouth_voice::turn::{SmartTurn, TurnConfig};
+use dartmouth_voice::vad::{SileroVad, VadConfig};
+
+use crate::config::AgentProfile;
+
+/// Sample rate of the agent's outgoing track (Opus at 48 kHz).
+const OUTPUT_RATE: u32 = 48_000;
+
+/// Agents on the embedded models.
+pub struct EmbeddedAgents {
+    store: ModelStore,
+    profiles: BTreeMap<String, AgentProfile>,
+    default_agent: Option<String>,
+    stt: Arc<dyn Stt>,
+    llm: Arc<dyn Llm>,
+    piper: Arc<dyn Tts>,
+    espeak: Arc<dyn Tts>,
+}
+
+impl EmbeddedAgents {
+    /// Loads the shared models (a few seconds) and checks the per-session ones load.
+    pub fn load(
+        store: ModelStore,
+        profiles: BTreeMap<String, AgentProfile>,
+        default_agent: &str,
+    ) -> anyhow::Result<Self> {
+        let stt: Arc<dyn Stt> = Arc::new(MoonshineProvider::load(&store)?);
+        let llm: Arc<dyn Llm> = Arc::new(EmbeddedLlmProvider::load(&store, Default::default())?);
+        let piper: Arc<dyn Tts> = Arc::new(PiperProvider::load(&store)?);
+        let espeak: Arc<dyn Tts> = Arc::new(EspeakProvider::new("en-us")?);
+        let agents = Self {
+            store,
+            profiles,
+            default_agent: (default_agent != "none").then(|| default_agent.to_string()),
+            stt,
+            llm,
+            piper,
+            espeak,
+        };
+        agents.ingest().context("loading the listening models")?;
+        Ok(agents)
+    }
+
+    fn ingest(&self) -> anyhow::Result<Ingest> {
+        Ok(Ingest::new(
+            SileroVad::load(&self.store)?,
+            Box::new(SmartTurn::load(&self.store)?),
+            VadConfig::default(),
+            TurnConfig::default(),
+        ))
+    }
+}
+
+impl AgentFactory for EmbeddedAgents {
+    fn agents(&self) -> Vec<AgentInfo> {
+        self.profiles
+            .iter()
+            .map(|(name, profile)| AgentInfo {
+                name: name.clone(),
+                description: profile.description.clone(),
+            })
+            .collect()
+    }
+
+    fn default_agent(&self) -> Option<String> {
+        self.default_agent.clone()
+    }
+
+    fn start(&self, name: &str, output: AgentOutput) -> Result<AgentSession, String> {
+        let profile = self
+            .profiles
+            .get(name)
+            .ok_or_else(|| format!("no agent named {name:?}"))?;
+        let ingest = self.ingest().map_err(|e| format!("{e:#}"))?;
+        let tts = match profile.voice.as_str() {
+            "espeak" => self.espeak.clone(),
+            _ => self.piper.clone(),
+        };
+        let config = AgentConfig {
+            system_prompt: profile.system_prompt.clone(),
+            max_tokens: profile.max_tokens,
+            output_rate: OUTPUT_RATE,
+            speech_output: output == AgentOutput::Audio,
+            ..AgentConfig::default()
+        };
+        let providers = Providers {
+            stt: self.stt.clone(),
+            llm: self.llm.clone(),
+            tts,
+        };
+        Ok(AgentSession::start(config, providers, ingest))
+    }
+}
+
+/// A factory with no agents, for a gateway whose models are missing (rooms still work).
+pub struct NoAgents;
+
+impl AgentFactory for NoAgents {
+    fn agents(&self) -> Vec<AgentInfo> {
+        Vec::new()
+    }
+
+    fn default_agent(&self) -> Option<String> {
+        None
+    }
+
+    fn start(&self, name: &str, _output: AgentOutput) -> Result<AgentSession, String> {
+        Err(format!(
+            "no agent named {name:?}: the models are missing (run `dartmouth models fetch`)"
+        ))
+    }
+}

@@ -1,0 +1,145 @@
+//! A voice agent over real WebRTC: a str0m client speaks a question through the gateway (Opus,
+//! DTLS-SRTP, loopback UDP) and hears the answer; a client that vanishes mid-turn is cleaned up
+//! and the next caller is answered. Skips (with the reason) when models or espeak-ng are missing.
+
+use std::time::Duration;
+
+use dartmouth_signaling::proto::{ServerMessage, Speaker};
+use dartmouth_tests::gateway::EmbeddedTestAgent;
+use dartmouth_tests::{CallOptions, RtcClient, TestGateway, speak_48k};
+use dartmouth_voice::provider::{CancellationToken, Stt, SttEvent};
+
+async fn transcribe(heard: &[i16]) -> String {
+    let store = dartmouth_models::ModelStore::from_env();
+    let stt = dartmouth_voice::embedded::MoonshineProvider::load(&store).unwrap();
+    let floats: Vec<f32> = heard.iter().map(|s| f32::from(*s) / 32768.0).collect();
+    let audio = dartmouth_voice::resample::resample_all(&floats, 48_000, 16_000).unwrap();
+    let mut words = String::new();
+    for piece in audio.chunks(16_000 * 25) {
+        let mut stream = stt.transcribe(piece.into(), CancellationToken::new());
+        while let Some(event) = stream.recv().await {
+            if let SttEvent::Final(text) = event {
+                words.push_str(text.trim());
+                words.push(' ');
+            }
+        }
+    }
+    words.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_answers_over_webrtc_and_a_vanishing_caller_is_cleaned_up() {
+    let Some(agents) = EmbeddedTestAgent::load() else {
+        return;
+    };
+    let Some(question) = speak_48k("What is the capital of France?") else {
+        eprintln!("SKIP: espeak-ng is not installed");
+        return;
+    };
+    let gateway = TestGateway::start(agents).await;
+
+    // 1. Ask, hear the answer.
+    let token = gateway.token("call-1", "alice");
+    let call = RtcClient::call(
+        gateway.ws_url(),
+        token,
+        CallOptions {
+            speech: question.clone(),
+            limit: Duration::from_secs(60),
+            ..CallOptions::default()
+        },
+    )
+    .await
+    .expect("the call runs");
+    let heard_question = call.user_transcripts().join(" ").to_lowercase();
+    assert!(
+        heard_question.contains("capital") || heard_question.contains("france"),
+        "the agent heard {heard_question:?}"
+    );
+    let latency = call
+        .first_answer_latency()
+        .expect("the agent's answer is audible at the client");
+    let answer_text = call
+        .messages
+        .iter()
+        .find_map(|m| match m {
+            ServerMessage::Transcript {
+                speaker: Speaker::Agent,
+                text,
+                is_final: true,
+                ..
+            } => Some(text.clone()),
+            _ => None,
+        })
+        .expect("a final agent transcript");
+    let heard_answer = transcribe(&call.heard).await;
+    eprintln!(
+        "question: {heard_question:?}\nanswer: {answer_text:?}\nheard at the client: {heard_answer:?}\n\
+         voice-to-voice at the client: {} ms (media connected in {} ms)",
+        latency.as_millis(),
+        call.connect_time.as_millis()
+    );
+    assert!(!heard_answer.is_empty(), "the answer audio has words");
+    assert!(
+        call.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Latency { .. })),
+        "the turn's latencies are reported"
+    );
+    assert!(
+        gateway.wait_idle(Duration::from_secs(10)).await,
+        "the call is released"
+    );
+
+    // 2. A caller vanishes (no leave, sockets dropped) while the agent thinks; a bystander in
+    //    another room is unaffected, and everything of the vanished call is released.
+    let bystander = tokio::spawn(RtcClient::call(
+        gateway.ws_url(),
+        gateway.token("call-3", "carol"),
+        CallOptions {
+            agent: Some("none".into()),
+            limit: Duration::from_secs(8),
+            hang_up_after_answer: None,
+            ..CallOptions::default()
+        },
+    ));
+    let vanished = RtcClient::call(
+        gateway.ws_url(),
+        gateway.token("call-2", "bob"),
+        CallOptions {
+            speech: question.clone(),
+            vanish_after: Some(Duration::from_millis(
+                question.len() as u64 * 1000 / 48_000 + 1_000,
+            )),
+            ..CallOptions::default()
+        },
+    )
+    .await;
+    assert!(vanished.is_ok(), "{vanished:?}");
+    let bystander = bystander.await.unwrap().expect("the bystander's call runs");
+    assert!(
+        bystander.connect_time > Duration::ZERO,
+        "the bystander connected"
+    );
+    assert!(
+        gateway.wait_idle(Duration::from_secs(20)).await,
+        "the vanished caller's session, agent and peer are released"
+    );
+
+    // 3. The next caller is answered: nothing was left wedged.
+    let call = RtcClient::call(
+        gateway.ws_url(),
+        gateway.token("call-4", "dave"),
+        CallOptions {
+            speech: question,
+            ..CallOptions::default()
+        },
+    )
+    .await
+    .expect("the next call runs");
+    assert!(
+        call.first_answer_latency().is_some(),
+        "the next caller hears an answer"
+    );
+    gateway.stop().await;
+}

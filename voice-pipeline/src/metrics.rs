@@ -1,0 +1,95 @@
+//! Prometheus metrics of the voice pipeline, through the `metrics` facade: the binary installs
+//! the exporter (`metrics-exporter-prometheus`); without one, recording is a no-op.
+//!
+//! Every completed turn records its stage latencies (seconds from the end of the user's speech)
+//! as histograms and counts itself in [`TURNS_TOTAL`], labelled `interrupted="true"|"false"`.
+//!
+//! ```
+//! dartmouth_voice::metrics::describe();
+//! dartmouth_voice::metrics::record_turn(&dartmouth_voice::agent::TurnRecord::default());
+//! ```
+
+use std::time::Duration;
+
+use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+
+use crate::agent::TurnRecord;
+
+/// Histogram: end of user speech → end-of-turn decision (media time).
+pub const TURN_END_OF_TURN_SECONDS: &str = "dartmouth_turn_end_of_turn_seconds";
+/// Histogram: end of user speech → final transcript.
+pub const TURN_STT_FINAL_SECONDS: &str = "dartmouth_turn_stt_final_seconds";
+/// Histogram: end of user speech → first LLM token.
+pub const TURN_LLM_FIRST_TOKEN_SECONDS: &str = "dartmouth_turn_llm_first_token_seconds";
+/// Histogram: end of user speech → first synthesized audio queued for playback.
+pub const TURN_TTS_FIRST_AUDIO_SECONDS: &str = "dartmouth_turn_tts_first_audio_seconds";
+/// Histogram: end of user speech → first agent audio frame handed to the media side.
+pub const TURN_FIRST_FRAME_OUT_SECONDS: &str = "dartmouth_turn_first_frame_out_seconds";
+/// Counter of completed turns, label `interrupted`.
+pub const TURNS_TOTAL: &str = "dartmouth_turns_total";
+/// Counter of user audio frames dropped because an agent's listening thread fell behind.
+pub const AGENT_DROPPED_FRAMES_TOTAL: &str = "dartmouth_agent_dropped_frames_total";
+
+/// Registers the descriptions and units of every metric above with the installed recorder
+/// (call once after installing it; harmless without one).
+pub fn describe() {
+    let histograms = [
+        (
+            TURN_END_OF_TURN_SECONDS,
+            "End of user speech to the end-of-turn decision",
+        ),
+        (
+            TURN_STT_FINAL_SECONDS,
+            "End of user speech to the final transcript",
+        ),
+        (
+            TURN_LLM_FIRST_TOKEN_SECONDS,
+            "End of user speech to the first LLM token",
+        ),
+        (
+            TURN_TTS_FIRST_AUDIO_SECONDS,
+            "End of user speech to the first synthesized audio",
+        ),
+        (
+            TURN_FIRST_FRAME_OUT_SECONDS,
+            "End of user speech to the first agent audio frame sent",
+        ),
+    ];
+    for (name, help) in histograms {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
+    describe_counter!(
+        TURNS_TOTAL,
+        Unit::Count,
+        "Agent turns completed, by whether the person barged in"
+    );
+    describe_counter!(
+        AGENT_DROPPED_FRAMES_TOTAL,
+        Unit::Count,
+        "User audio frames dropped because an agent's listening fell behind"
+    );
+}
+
+/// Records one completed turn: each latency it has, and the turn count.
+pub fn record_turn(record: &TurnRecord) {
+    let observe = |name: &'static str, value: Option<Duration>| {
+        if let Some(value) = value {
+            histogram!(name).record(value.as_secs_f64());
+        }
+    };
+    observe(
+        TURN_END_OF_TURN_SECONDS,
+        record.reason.map(|_| record.end_of_turn),
+    );
+    observe(TURN_STT_FINAL_SECONDS, record.stt_final);
+    observe(TURN_LLM_FIRST_TOKEN_SECONDS, record.llm_first_token);
+    observe(TURN_TTS_FIRST_AUDIO_SECONDS, record.tts_first_audio);
+    observe(TURN_FIRST_FRAME_OUT_SECONDS, record.first_frame_out);
+    let interrupted = if record.interrupted { "true" } else { "false" };
+    counter!(TURNS_TOTAL, "interrupted" => interrupted).increment(1);
+}
+
+/// Counts one user audio frame dropped by an agent's listening queue.
+pub fn record_dropped_frame() {
+    counter!(AGENT_DROPPED_FRAMES_TOTAL).increment(1);
+}
