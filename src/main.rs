@@ -112,6 +112,8 @@ enum Command {
 enum BenchSuite {
     /// Voice pipeline: per-stage latency over 50 spoken turns, listening-chain CPU per second of audio.
     Pipeline,
+    /// WebRTC: voice-to-voice at a real client over 20 calls next to the pipeline's stages; memory per session.
+    Webrtc,
     /// Platform sidecar: token verification, authenticated insert and query (SQLite, and PostgreSQL when DATABASE_URL is set).
     Platform,
 }
@@ -210,7 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 system_prompt,
             },
         )?,
-        Command::Bench { suite } => bench(suite, &store)?,
+        Command::Bench { suite } => bench(suite, &store, &config)?,
         Command::Models { command } => match command {
             ModelsCommand::Fetch { only } => models_cmd::fetch(&store, &only)?,
             ModelsCommand::List => {
@@ -248,7 +250,11 @@ fn platform(config: Config) -> anyhow::Result<()> {
     })
 }
 
-fn bench(suite: BenchSuite, store: &dartmouth_models::ModelStore) -> anyhow::Result<()> {
+fn bench(
+    suite: BenchSuite,
+    store: &dartmouth_models::ModelStore,
+    config: &Config,
+) -> anyhow::Result<()> {
     match suite {
         BenchSuite::Pipeline => runtime()?.block_on(async {
             let options = dartmouth_benches::pipeline::PipelineBenchOptions::default();
@@ -256,6 +262,20 @@ fn bench(suite: BenchSuite, store: &dartmouth_models::ModelStore) -> anyhow::Res
             println!("{report}");
             anyhow::Ok(())
         }),
+        BenchSuite::Webrtc => {
+            let _ = rustls_default_provider();
+            let agents =
+                agents::EmbeddedAgents::load(store.clone(), config.agents.clone(), "assistant")?;
+            runtime()?.block_on(async {
+                let report = dartmouth_tests::bench::run_webrtc(
+                    std::sync::Arc::new(agents),
+                    dartmouth_tests::bench::WebrtcBenchOptions::default(),
+                )
+                .await;
+                println!("{report}");
+                anyhow::Ok(())
+            })
+        }
         BenchSuite::Platform => runtime()?.block_on(async {
             let report = dartmouth_platform::bench::run(Default::default()).await?;
             println!("{report}");

@@ -265,9 +265,8 @@ def main() -> int:
 
     out = args.out or Path(os.environ.get("DARTMOUTH_INTEROP_OUT") or REPO / "target" / "interop")
     out.mkdir(parents=True, exist_ok=True)
-    question, answer, answer16 = out / "question.wav", out / "answer.wav", out / "answer-16k.wav"
-    for stale in (answer, answer16):
-        stale.unlink(missing_ok=True)
+    question, answer = out / "question.wav", out / "answer.wav"
+    answer.unlink(missing_ok=True)
     speech_wav(question, args.question, lead_s=1.0, tail_s=30.0)
 
     gateway = None
@@ -295,9 +294,7 @@ def main() -> int:
         if not answer.is_file() or answer.stat().st_size <= 44:
             failures.append("the recorder wrote no audio")
         else:
-            subprocess.run(["sox", str(answer), "-r", "16000", "-c", "1", "-b", "16", str(answer16)],
-                           check=True)
-            done = subprocess.run([str(binary), "transcribe", "--in", str(answer16)],
+            done = subprocess.run([str(binary), "transcribe", "--in", str(answer)],
                                   capture_output=True, text=True, timeout=180)
             transcript = done.stdout.strip()
             log(f"transcript of the agent's answer: {transcript!r}")

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use dartmouth_media::{OpusDecoder, OpusEncoder};
-use dartmouth_signaling::proto::{ClientMessage, PROTOCOL_VERSION, ServerMessage};
+use dartmouth_signaling::proto::{AgentOutput, ClientMessage, PROTOCOL_VERSION, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
@@ -27,7 +27,8 @@ pub struct CallOptions {
     pub agent: Option<String>,
     /// What the client says (48 kHz mono), starting once media connects.
     pub speech: Vec<i16>,
-    /// A second utterance and when (after media connects) to start it: for barge-in.
+    /// A second utterance and how long after the agent's answer becomes audible to start it
+    /// (talking over the agent: barge-in).
     pub interjection: Option<(Duration, Vec<i16>)>,
     /// Longest the call lasts after media connects.
     pub limit: Duration,
@@ -35,6 +36,10 @@ pub struct CallOptions {
     pub hang_up_after_answer: Option<Duration>,
     /// Vanish (no leave, sockets dropped) this long after media connects.
     pub vanish_after: Option<Duration>,
+    /// A typed message sent once media connects (client-side STT).
+    pub typed: Option<String>,
+    /// Spoken or text-only answers (client-side TTS).
+    pub output: AgentOutput,
 }
 
 impl Default for CallOptions {
@@ -46,6 +51,8 @@ impl Default for CallOptions {
             limit: Duration::from_secs(60),
             hang_up_after_answer: Some(Duration::from_millis(1500)),
             vanish_after: None,
+            typed: None,
+            output: AgentOutput::Audio,
         }
     }
 }
@@ -127,7 +134,7 @@ impl RtcClient {
             token,
             sdp: offer.to_sdp_string(),
             agent: options.agent.clone(),
-            output: Default::default(),
+            output: options.output,
         };
         ws.send(Message::Text(serde_json::to_string(&join).unwrap().into()))
             .await
@@ -200,6 +207,7 @@ impl Media {
             .unwrap_or(0);
         call.speech_end = Duration::from_secs_f64(last_voiced as f64 / 48_000.0);
         let mut answer_ended: Option<Instant> = None;
+        let mut answer_audible: Option<u64> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
         let hard_limit = Instant::now() + options.limit + Duration::from_secs(20);
         loop {
@@ -240,16 +248,24 @@ impl Media {
                     if connected_at.is_none() && self.connected {
                         connected_at = Some(Instant::now());
                         call.connect_time = opened.elapsed();
+                        if let Some(text) = &options.typed {
+                            let typed = ClientMessage::Text { text: text.clone() };
+                            let typed = serde_json::to_string(&typed).unwrap_or_default();
+                            ws.send(Message::Text(typed.into())).await.map_err(|e| e.to_string())?;
+                        }
                     }
-                    if let Some(at) = connected_at {
-                        let frame = next_frame(options, sent_frames, at.elapsed());
+                    if connected_at.is_some() {
+                        if answer_audible.is_none() && call.first_answer_latency().is_some() {
+                            answer_audible = Some(sent_frames);
+                        }
+                        let frame = next_frame(options, sent_frames, answer_audible);
                         let n = encoder.encode(&frame, &mut packet).map_err(|e| e.to_string())?;
                         let writer = self.rtc.writer(self.mid).ok_or("no writer")?;
                         let pt = writer.payload_params().next().ok_or("no codec")?.pt();
                         let time = MediaTime::new(sent_frames * FRAME as u64, Frequency::FORTY_EIGHT_KHZ);
                         writer.write(pt, Instant::now(), time, packet[..n].to_vec()).map_err(|e| e.to_string())?;
                         sent_frames += 1;
-                        if answer_ended.is_none() && answer_finished(call) {
+                        if answer_ended.is_none() && answer_finished(call, options.interjection.is_some()) {
                             answer_ended = Some(Instant::now());
                         }
                     }
@@ -290,31 +306,42 @@ impl Media {
     }
 }
 
-/// The frame to send at `elapsed` since connect: the clip, the interjection, or silence.
-fn next_frame(options: &CallOptions, index: u64, elapsed: Duration) -> [i16; FRAME] {
+/// Frame `index` of what the client says: the clip, then silence, then the interjection once
+/// the answer has been audible for its delay (`answer_audible`: the frame index it became so).
+fn next_frame(options: &CallOptions, index: u64, answer_audible: Option<u64>) -> [i16; FRAME] {
     let mut frame = [0i16; FRAME];
     let start = index as usize * FRAME;
     if start < options.speech.len() {
         let end = (start + FRAME).min(options.speech.len());
         frame[..end - start].copy_from_slice(&options.speech[start..end]);
-    } else if let Some((at, clip)) = &options.interjection
-        && elapsed >= *at
-    {
-        let offset = ((elapsed - *at).as_millis() as usize / 20) * FRAME;
-        if offset < clip.len() {
-            let end = (offset + FRAME).min(clip.len());
-            frame[..end - offset].copy_from_slice(&clip[offset..end]);
+    } else if let (Some((delay, clip)), Some(audible)) = (&options.interjection, answer_audible) {
+        let begin = audible + delay.as_millis() as u64 / 20;
+        if index >= begin {
+            let offset = (index - begin) as usize * FRAME;
+            if offset < clip.len() {
+                let end = (offset + FRAME).min(clip.len());
+                frame[..end - offset].copy_from_slice(&clip[offset..end]);
+            }
         }
     }
     frame
 }
 
-/// Whether the agent finished its first answer (a final agent transcript arrived).
-fn answer_finished(call: &Call) -> bool {
-    call.messages.iter().any(|m| {
-        matches!(
-            m,
-            ServerMessage::Latency { .. } | ServerMessage::Interrupted { .. }
-        )
-    })
+/// Whether the call heard what it came for: the first answer finished (Latency), or with an
+/// interjection, the answer to the interjection after an interruption.
+fn answer_finished(call: &Call, interjected: bool) -> bool {
+    let latencies = call
+        .messages
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Latency { .. }))
+        .count();
+    let interrupted = call
+        .messages
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Interrupted { .. }));
+    if interjected {
+        interrupted && latencies >= 2
+    } else {
+        latencies >= 1
+    }
 }

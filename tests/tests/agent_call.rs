@@ -141,5 +141,77 @@ async fn an_agent_answers_over_webrtc_and_a_vanishing_caller_is_cleaned_up() {
         call.first_answer_latency().is_some(),
         "the next caller hears an answer"
     );
+
+    // 4. Barge-in: the caller talks over a long answer; the agent stops, reports what was heard,
+    //    and answers the new question.
+    let story = speak_48k("Tell me a long story about a brave dragon.").unwrap();
+    let interjection = speak_48k("Stop. What is two plus two?").unwrap();
+    let call = RtcClient::call(
+        gateway.ws_url(),
+        gateway.token("call-5", "erin"),
+        CallOptions {
+            speech: story,
+            interjection: Some((Duration::from_millis(1200), interjection)),
+            limit: Duration::from_secs(90),
+            ..CallOptions::default()
+        },
+    )
+    .await
+    .expect("the barge-in call runs");
+    let heard = call.messages.iter().find_map(|m| match m {
+        ServerMessage::Interrupted { heard, .. } => Some(heard.clone()),
+        _ => None,
+    });
+    let transcripts = call.user_transcripts();
+    eprintln!("barge-in: heard before the interruption {heard:?}; user turns {transcripts:?}");
+    assert!(
+        heard.is_some(),
+        "the agent reports the interruption: {:?}",
+        call.messages
+    );
+    assert!(
+        transcripts.iter().any(|t| t.to_lowercase().contains("two")),
+        "the interjection was transcribed: {transcripts:?}"
+    );
+    let answers = call
+        .messages
+        .iter()
+        .filter(|m| matches!(m, ServerMessage::Latency { .. }))
+        .count();
+    assert!(answers >= 2, "the new question is answered too");
+
+    // 5. Client-side speech: typed question, text-only answer, no agent audio.
+    let call = RtcClient::call(
+        gateway.ws_url(),
+        gateway.token("call-6", "frank"),
+        CallOptions {
+            typed: Some("What is the capital of Italy?".into()),
+            output: dartmouth_signaling::proto::AgentOutput::Text,
+            limit: Duration::from_secs(30),
+            ..CallOptions::default()
+        },
+    )
+    .await
+    .expect("the text call runs");
+    let answer = call.messages.iter().find_map(|m| match m {
+        ServerMessage::Transcript {
+            speaker: Speaker::Agent,
+            text,
+            is_final: true,
+            ..
+        } => Some(text.clone()),
+        _ => None,
+    });
+    eprintln!("typed answer: {answer:?}");
+    assert!(
+        answer.is_some_and(|a| !a.is_empty()),
+        "a text answer arrives"
+    );
+    assert!(
+        call.heard
+            .chunks(960)
+            .all(|f| dartmouth_tests::rms(f) < dartmouth_tests::client::SPEECH_RMS),
+        "no speech is sent in text mode"
+    );
     gateway.stop().await;
 }

@@ -206,3 +206,32 @@ async fn whip_refuses_bad_tokens_bad_content_and_bad_sdp_with_reasons() {
     assert!(gateway.wait_idle(Duration::from_secs(5)).await);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_says_goodbye_to_every_session_and_releases_it() {
+    let gateway = TestGateway::start(Arc::new(NoAgents)).await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut ws = connect(&gateway).await;
+        let joined = exchange(
+            &mut ws,
+            join(
+                &gateway.token("r", &format!("p{i}")),
+                &offer(MediaKind::Audio, false),
+            ),
+        )
+        .await;
+        assert!(matches!(joined, ServerMessage::Joined { .. }));
+        clients.push(ws);
+    }
+    assert_eq!(gateway.gateway.active_sessions(), 3);
+    let state = gateway.gateway.clone();
+    gateway.stop().await;
+    for ws in &mut clients {
+        match next_message(ws, Duration::from_secs(5)).await {
+            ServerMessage::Bye { reason } => assert!(reason.contains("shutting down"), "{reason}"),
+            other => panic!("expected bye, got {other:?}"),
+        }
+    }
+    assert_eq!(state.active_sessions(), 0, "every session ended");
+}
