@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # audio devices. Tests: Chromium, SIP peers, recorded speech, espeak-ng and sox for fixtures.
 SYSTEM_PACKAGES=(
   build-essential pkg-config cmake clang libclang-dev libespeak-ng-dev libsonic-dev libasound2-dev
-  python3 python3-pip nodejs npm
+  python3 python3-pip python3-venv nodejs npm
   chromium sip-tester baresip-core pocketsphinx-testdata espeak-ng sox
 )
 
@@ -18,6 +18,7 @@ for package in "${SYSTEM_PACKAGES[@]}"; do
   # python3-pip/nodejs/npm may come from elsewhere (pyenv, nvm): accept a working command instead.
   case "$package" in
     python3-pip) python3 -m pip --version >/dev/null 2>&1 && continue ;;
+    python3-venv) python3 -c 'import ensurepip, venv' >/dev/null 2>&1 && continue ;;
     nodejs) command -v node >/dev/null 2>&1 && continue ;;
     npm) command -v npm >/dev/null 2>&1 && continue ;;
     python3) command -v python3 >/dev/null 2>&1 && continue ;;
@@ -52,3 +53,6 @@ cargo build --release --locked -p dartmouth
 
 echo "setup: provisioning models"
 "${CARGO_TARGET_DIR:-target}/release/dartmouth" models fetch
+
+# The WebRTC interop peer (aiortc from PyPI) in its own virtualenv.
+scripts/interop-venv.sh

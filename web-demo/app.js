@@ -33,7 +33,8 @@
     status: $('status'), alert: $('alert'), form: $('call-form'), room: $('room'), agent: $('agent'),
     agentDescription: $('agent-description'), connect: $('connect'), mute: $('mute'),
     agentState: $('agent-state'), micLevel: $('mic-level'), agentLevel: $('agent-level'),
-    transcript: $('transcript'), transcriptEmpty: $('transcript-empty'), textForm: $('text-form'),
+    transcript: $('transcript'), transcriptEmpty: $('transcript-empty'), announcer: $('announcer'),
+    textForm: $('text-form'),
     textInput: $('text-input'), send: $('send'), latency: $('latency'), audio: $('remote-audio'),
   };
 
@@ -219,6 +220,7 @@
       };
 
       const wsOpen = openSocket(c);
+      wsOpen.catch(() => {}); // handled where it is awaited
       await pc.setLocalDescription(await pc.createOffer());
       const gathered = await iceGathered(pc, ICE_GATHER_WAIT_MS);
       await wsOpen;
@@ -241,13 +243,15 @@
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = (c.ws = new WebSocket(url));
     ws.onmessage = (e) => { if (call === c) onMessage(e.data); };
+    let opened = false;
     ws.onclose = (e) => {
       if (call !== c || c.closing) return;
-      lost(`Lost the connection to the gateway${e.code && e.code !== 1005 ? ` (code ${e.code})` : ''}.`);
+      if (!opened) fail('Could not reach the gateway\'s signaling socket (/ws).');
+      else lost(`Lost the connection to the gateway${e.code && e.code !== 1005 ? ` (code ${e.code})` : ''}.`);
     };
     return new Promise((resolve, reject) => {
-      ws.addEventListener('open', resolve, { once: true });
-      ws.addEventListener('error', () => reject(new UserError('Could not reach the gateway\'s signaling socket.')), { once: true });
+      ws.addEventListener('open', () => { opened = true; resolve(); }, { once: true });
+      ws.addEventListener('error', () => reject(new UserError('Could not reach the gateway\'s signaling socket (/ws).')), { once: true });
     });
   }
 
@@ -380,12 +384,18 @@
       }
       case 'error':
         stats.errors.push({ code: msg.code, message: msg.message });
+        // After the join an error is a notice; a `bye` follows when it ends the call.
         if (c && !c.joined) fail(`The gateway refused the call: ${msg.message} (${msg.code}).`);
-        else if (msg.code === 'media') lost(`The media connection was lost: ${msg.message}`);
         else showAlert(`The gateway reported: ${msg.message} (${msg.code}).`);
         break;
       case 'bye':
-        if (c) end(`The call ended${msg.reason ? ': ' + msg.reason : ''}.`);
+        if (!c) break;
+        if (!msg.reason || msg.reason === 'left') end('The call ended.');
+        else if (/media|ice|dtls|lost|timed? ?out/i.test(msg.reason)) lost(`The connection to the agent was lost: ${msg.reason}.`);
+        else {
+          end('The call ended.');
+          showAlert(`The gateway ended the call: ${msg.reason}.`);
+        }
         break;
       default:
         break; // pong, participant_joined/left: nothing to show
@@ -419,6 +429,8 @@
     // After a barge-in the final text is what was heard; keep the longer answer to strike through.
     if (!(interrupted && li._text.startsWith(text))) li._text = text;
     renderLine(li);
+    // Screen readers hear finished lines only, not every partial.
+    if (msg.final && text && !interrupted) announce(`${msg.speaker === 'user' ? 'You' : 'Agent'}: ${text}`);
     if (msg.speaker === 'user' && msg.final && call) {
       const t = turn(msg.turn);
       if (t.userFinalAt == null) {
@@ -499,6 +511,10 @@
     }
   }
 
+  function announce(text) {
+    ui.announcer.textContent = text;
+  }
+
   function markInterrupted(turnNo, heard) {
     const li = line('agent', turnNo);
     li.dataset.interrupted = 'true';
@@ -506,6 +522,7 @@
     li.classList.remove('partial');
     li._heard = heard.trim();
     renderLine(li);
+    announce(`Agent interrupted. It got as far as: ${li._heard || 'nothing'}`);
   }
 
   // ---------- latency waterfall ----------
@@ -598,6 +615,7 @@
   // ---------- ending ----------
 
   function resetCallView() {
+    delete document.body.dataset.lost;
     lines.clear();
     typedLines.length = 0;
     ui.transcript.replaceChildren();

@@ -201,7 +201,7 @@ impl MediaCore {
         offer_sdp: &str,
     ) -> Result<(PeerId, String), PeerError> {
         let offer = SdpOffer::from_sdp_string(offer_sdp)
-            .map_err(|e| PeerError::MalformedSdp(e.to_string()))?;
+            .map_err(|e| PeerError::MalformedSdp(sdp_error_summary(&e.to_string())))?;
         if !offer_sdp.lines().any(|l| l.starts_with("m=audio")) {
             return Err(PeerError::NoUsableAudio);
         }
@@ -585,6 +585,29 @@ fn answer_mids(sdp: &str) -> Vec<Mid> {
         }
     }
     mids
+}
+
+/// A parser error as one short line, without the parser's internals (memory offsets).
+fn sdp_error_summary(error: &str) -> String {
+    let mut summary: String = error
+        .lines()
+        .map(|line| match line.find(" at PointerOffset") {
+            Some(i) => &line[..i],
+            None => line,
+        })
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if summary.len() > 160 {
+        let mut cut = 160;
+        while !summary.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        summary.truncate(cut);
+        summary.push('…');
+    }
+    summary
 }
 
 /// Opus clock rate, for callers building RTP times.

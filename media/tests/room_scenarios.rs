@@ -290,3 +290,20 @@ fn unusable_offers_are_refused_with_a_reason() {
     assert!(core.add_peer(now, "r", &offer.to_sdp_string()).is_err());
     assert_eq!(core.peer_count(), 0, "nothing is kept of refused offers");
 }
+
+#[test]
+fn a_receive_only_peer_hears_the_room_and_publishes_nothing() {
+    let mut net = Net::new();
+    let (_a, a) = net.join("r", 50041, Direction::SendRecv);
+    let (_viewer, v) = net.join("r", 50042, Direction::RecvOnly);
+    let (_whip, w) = net.join("r", 50043, Direction::SendOnly);
+    net.run(Duration::from_secs(2));
+    net.talk(a, 20);
+    assert!(net.clients[v].received.len() >= 18, "the WHEP-style viewer hears the room");
+    assert!(net.clients[w].received.is_empty(), "a send-only (WHIP) peer receives nothing");
+    net.talk(w, 20);
+    assert!(
+        net.clients[a].received.len() >= 18,
+        "the send-only peer is heard by the others"
+    );
+}

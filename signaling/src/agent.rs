@@ -39,8 +39,9 @@ pub struct AgentInfo {
 pub trait AgentFactory: Send + Sync + 'static {
     /// The agents on offer.
     fn agents(&self) -> Vec<AgentInfo>;
-    /// The agent a room gets when the client names none (`None`: no agent).
-    fn default_agent(&self) -> Option<String>;
+    /// The agent `room` gets when the client names none (`None`: no agent). Rooms may be
+    /// configured with their own agent; `""` asks for the deployment-wide default.
+    fn default_agent(&self, room: &str) -> Option<String>;
     /// Starts a session of agent `name` (called on a blocking thread inside the runtime; may load
     /// small per-session models). `output` says whether it speaks or only writes.
     fn start(&self, name: &str, output: AgentOutput) -> Result<AgentSession, String>;
@@ -72,6 +73,7 @@ impl AgentBridge {
             messages,
             answer: String::new(),
             seq: 0,
+            state: None,
         };
         let task = tokio::spawn(bridge.run(session, taps, text_rx, stopped));
         Self {
@@ -94,6 +96,7 @@ struct Bridge {
     messages: mpsc::Sender<ServerMessage>,
     answer: String,
     seq: u16,
+    state: Option<AgentState>,
 }
 
 impl Bridge {
@@ -170,6 +173,10 @@ impl Bridge {
     fn on_event(&mut self, event: AgentEvent) {
         match event {
             AgentEvent::State(state) => {
+                if self.state == Some(state) {
+                    return;
+                }
+                self.state = Some(state);
                 if state == AgentState::Thinking {
                     self.answer.clear();
                 }
@@ -207,9 +214,12 @@ impl Bridge {
                     heard,
                 });
             }
-            AgentEvent::Resumed { .. } => self.send(ServerMessage::AgentState {
-                state: AgentStateWire::Speaking,
-            }),
+            AgentEvent::Resumed { .. } => {
+                self.state = Some(AgentState::Speaking);
+                self.send(ServerMessage::AgentState {
+                    state: AgentStateWire::Speaking,
+                });
+            }
             AgentEvent::TurnComplete(record) => {
                 self.send(ServerMessage::Transcript {
                     speaker: Speaker::Agent,

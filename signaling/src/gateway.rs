@@ -101,7 +101,7 @@ impl Gateway {
         output: AgentOutput,
         messages: mpsc::Sender<ServerMessage>,
     ) -> Result<Option<(String, AgentBridge, PeerId)>, AgentStartError> {
-        let Some(name) = name.or_else(|| self.agents.default_agent()) else {
+        let Some(name) = name.or_else(|| self.agents.default_agent(room)) else {
             return Ok(None);
         };
         if name == "none" {
@@ -224,7 +224,7 @@ async fn issue_token(
 
 async fn list_agents(State(gateway): State<Arc<Gateway>>) -> Response {
     Json(json!({
-        "default": gateway.agents.default_agent(),
+        "default": gateway.agents.default_agent(""),
         "agents": gateway.agents.agents(),
     }))
     .into_response()

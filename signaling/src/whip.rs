@@ -95,11 +95,14 @@ async fn create(
         Ok(claims) => claims,
         Err(e) => {
             let mut response = error_response(StatusCode::UNAUTHORIZED, e.to_string());
-            if matches!(e, TokenError::Missing) {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
-            }
+            let challenge = match e {
+                TokenError::Missing => "Bearer",
+                _ => "Bearer error=\"invalid_token\"",
+            };
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(challenge),
+            );
             return response;
         }
     };

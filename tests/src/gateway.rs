@@ -110,7 +110,7 @@ impl AgentFactory for NoAgents {
     fn agents(&self) -> Vec<AgentInfo> {
         Vec::new()
     }
-    fn default_agent(&self) -> Option<String> {
+    fn default_agent(&self, _room: &str) -> Option<String> {
         None
     }
     fn start(&self, _name: &str, _output: AgentOutput) -> Result<AgentSession, String> {
@@ -159,7 +159,7 @@ impl AgentFactory for EmbeddedTestAgent {
             description: "embedded models, espeak voice".into(),
         }]
     }
-    fn default_agent(&self) -> Option<String> {
+    fn default_agent(&self, _room: &str) -> Option<String> {
         Some("test".into())
     }
     fn start(&self, _name: &str, output: AgentOutput) -> Result<AgentSession, String> {

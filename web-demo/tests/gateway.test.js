@@ -11,7 +11,8 @@ import {
 const skip = gatewaySkipReason();
 if (skip) console.log(`SKIP gateway browser tests: ${skip}`);
 
-const TEST_TIMEOUT_MS = 90000;
+const TEST_BUDGET_MS = 90000; // every wait of a test fits in this; the browser closes after it
+const TEST_TIMEOUT_MS = TEST_BUDGET_MS + 15000;
 const SOUND_RMS = 0.02; // the agent's voice, measured in the page
 // How long the agent has been heard answering when the person talks over it.
 const TALK_OVER_AFTER_MS = Number(process.env.DARTMOUTH_TALK_OVER_AFTER_MS || 1500);
@@ -30,10 +31,17 @@ async function connectPage(page, gateway, room) {
 
 /** Opens the demo on `gateway` with `wav` as the microphone and connects to `room`. */
 async function openCall(gateway, wav, room) {
-  const browser = await launchBrowser(wav);
+  const browser = await launchBrowser(wav, { budgetMs: TEST_BUDGET_MS });
   const page = await browser.context.newPage();
   const problems = watchPage(page);
-  await connectPage(page, gateway, room);
+  try {
+    await connectPage(page, gateway, room);
+  } catch (e) {
+    await page.screenshot({ path: path.join(RESULTS, 'gateway-connect-failed.png') }).catch(() => {});
+    const error = await failure(e, browser, page, gateway);
+    await browser.close();
+    throw error;
+  }
   return { browser, page, problems };
 }
 
@@ -67,23 +75,30 @@ function mixableMicrophone() {
   };
 }
 
+/** The error a failed test reports: what it waited for, the page's state, the gateway's log. */
+async function failure(e, browser, page, gateway) {
+  const budget = browser.expired() ? `the test ran out of its ${TEST_BUDGET_MS / 1000} s budget; ` : '';
+  const state = await pageSummary(page).catch(() => '(page closed)');
+  return new Error(`${budget}${e.message}\n${state}\ngateway log:\n${gateway.logTail(20)}`, { cause: e });
+}
+
 async function hangUp(page) {
   await page.click('#connect');
   await waitFor(page, 'the page to hang up', () => document.body.dataset.state === 'idle', null, 5000);
 }
 
-describe('demo page against the gateway', { skip: skip || false, timeout: 4 * TEST_TIMEOUT_MS }, () => {
+describe('demo page against the gateway', { timeout: 2 * TEST_TIMEOUT_MS + 70000 }, () => {
   let gateway;
 
   before(async () => {
-    gateway = await startGateway('browser');
+    if (!skip) gateway = await startGateway('browser');
   });
 
   after(async () => {
     await gateway?.stop();
   });
 
-  test('the agent hears the question and answers aloud; the waterfall shows the turn', { timeout: TEST_TIMEOUT_MS }, async () => {
+  test('the agent hears the question and answers aloud; the waterfall shows the turn', { skip: skip || false, timeout: TEST_TIMEOUT_MS }, async () => {
     const wav = speechWav('question', [{ silence: 2 }, { say: 'What is the capital of France?' }, { silence: 25 }]);
     const { browser, page, problems } = await openCall(gateway, wav, `demo-${process.pid}-q`);
     try {
@@ -105,24 +120,36 @@ describe('demo page against the gateway', { skip: skip || false, timeout: 4 * TE
       const agentText = await page.$$eval('#transcript li[data-speaker="agent"]', (lis) => lis.map((li) => li.textContent));
       console.log('agent said:', agentText.join(' | '));
       assert.ok((await page.evaluate(() => window.dartmouthDemo.stats.remoteMaxRms)) > SOUND_RMS);
+
+      // Typing goes over the data channel and is answered like speech.
+      await waitFor(page, 'the agent to listen again', () => document.getElementById('agent-state').dataset.state === 'listening', null, 20000);
+      assert.equal(await page.evaluate(() => window.dartmouthDemo.stats.state), 'connected');
+      await page.fill('#text-input', 'What is two plus two?');
+      await page.press('#text-input', 'Enter');
+      await waitFor(page, 'the typed message as a turn', () => document.querySelector('#transcript li[data-typed="true"]')?.dataset.turn, null, 10000);
+      const typedTurn = await page.getAttribute('#transcript li[data-typed="true"]', 'data-turn');
+      await waitFor(page, 'an answer to the typed message', (turnNo) => document.querySelector(`#transcript li[data-speaker="agent"][data-turn="${turnNo}"]`)?.textContent.trim(), typedTurn, 30000);
+      assert.equal(await page.locator('#transcript li', { hasText: 'What is two plus two?' }).count(), 1, 'the typed line and its transcript are one line');
+      console.log('typed answer:', (await page.textContent(`#transcript li[data-speaker="agent"][data-turn="${typedTurn}"]`)).trim());
+      await page.waitForTimeout(1500); // let the typed turn's answer play a little for the picture
       await page.screenshot({ path: path.join(RESULTS, 'gateway-question.png'), fullPage: true });
       await hangUp(page);
       assert.deepEqual(problems, []);
     } catch (e) {
       await page.screenshot({ path: path.join(RESULTS, 'gateway-question-failed.png'), fullPage: true }).catch(() => {});
-      throw new Error(`${e.message}\n${await pageSummary(page).catch(() => '')}\ngateway log:\n${gateway.logTail(20)}`, { cause: e });
+      throw await failure(e, browser, page, gateway);
     } finally {
       await browser.close();
     }
   });
 
-  test('talking over the agent interrupts it', { timeout: TEST_TIMEOUT_MS }, async () => {
+  test('talking over the agent interrupts it', { skip: skip || false, timeout: TEST_TIMEOUT_MS }, async () => {
     // The question comes from Chromium's fake capture (the WAV); the talk-over WAV is mixed into
     // the microphone once the agent has been heard speaking for a while, so the barge-in lands
     // inside the answer however fast or slow this machine's pipeline is.
     const wav = speechWav('barge-in-question', [{ silence: 2 }, { say: 'Tell me a long story about a dragon.' }, { silence: 45 }]);
     const talkOver = speechWav('barge-in-talk-over', [{ say: 'Stop, what time is it?' }, { silence: 0.5 }]);
-    const browser = await launchBrowser(wav);
+    const browser = await launchBrowser(wav, { budgetMs: TEST_BUDGET_MS });
     const page = await browser.context.newPage();
     const problems = watchPage(page);
     await page.addInitScript(mixableMicrophone);
@@ -190,7 +217,7 @@ describe('demo page against the gateway', { skip: skip || false, timeout: 4 * TE
       assert.deepEqual(problems, []);
     } catch (e) {
       await page.screenshot({ path: path.join(RESULTS, 'gateway-barge-in-failed.png'), fullPage: true }).catch(() => {});
-      throw new Error(`${e.message}\n${await pageSummary(page).catch(() => '')}\ngateway log:\n${gateway.logTail(20)}`, { cause: e });
+      throw await failure(e, browser, page, gateway);
     } finally {
       await browser.close();
     }

@@ -161,8 +161,12 @@ export function speechWav(name, parts) {
   return file;
 }
 
-/** Headless Debian Chromium on a fresh profile, its microphone fed by `wav` (looped). */
-export async function launchBrowser(wav) {
+/**
+ * Headless Debian Chromium on a fresh profile, its microphone fed by `wav` (looped). With
+ * `budgetMs`, the browser closes itself after that long, so a stuck test fails instead of hanging
+ * (`expired()` then says so).
+ */
+export async function launchBrowser(wav, { budgetMs } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dartmouth-chromium-'));
   const args = [
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -177,11 +181,17 @@ export async function launchBrowser(wav) {
     args,
     viewport: { width: 1100, height: 900 },
   });
+  let expired = false;
   const close = async () => {
+    clearTimeout(guard);
     await context.close().catch(() => {});
     fs.rmSync(profile, { recursive: true, force: true });
   };
-  return { context, close };
+  const guard = budgetMs && setTimeout(() => {
+    expired = true;
+    context.close().catch(() => {});
+  }, budgetMs);
+  return { context, close, expired: () => expired };
 }
 
 /** Records console errors and uncaught exceptions of a page. */

@@ -121,11 +121,12 @@ function scriptSocket(page) {
   }).then(() => gw);
 }
 
-describe('demo page (scripted gateway)', { skip: skip || false, timeout: 120000 }, () => {
+describe('demo page (scripted gateway)', { timeout: 120000 }, () => {
   let web;
   let browser;
 
   before(async () => {
+    if (skip) return;
     web = await startStaticServer();
     browser = await launchBrowser(null);
   });
@@ -135,7 +136,7 @@ describe('demo page (scripted gateway)', { skip: skip || false, timeout: 120000 
     web?.server.close();
   });
 
-  test('a call: transcript, agent state, audio level, latency waterfall, typing, barge-in, hang up', async () => {
+  test('a call: transcript, agent state, audio level, latency waterfall, typing, barge-in, hang up', { skip: skip || false }, async () => {
     const page = await browser.context.newPage();
     const problems = watchPage(page);
     const gw = await scriptSocket(page);
@@ -177,6 +178,7 @@ describe('demo page (scripted gateway)', { skip: skip || false, timeout: 120000 
       gw.send({ type: 'transcript', speaker: 'agent', text: 'The capital', final: false, turn: 1 });
       gw.send({ type: 'transcript', speaker: 'agent', text: 'The capital of France is Paris.', final: true, turn: 1 });
       await waitFor(page, 'agent audio', () => window.dartmouthDemo.stats.remoteMaxRms > 0.05, null, 10000);
+      assert.equal(await page.textContent('#announcer'), 'Agent: The capital of France is Paris.', 'finished lines are announced');
       gw.send({
         type: 'latency', turn: 1, end_of_turn_ms: 210, stt_ms: 260, llm_first_token_ms: 420,
         tts_first_audio_ms: 530, first_packet_out_ms: 300 + 240, providers: ['moonshine', 'smollm', 'kokoro'],
@@ -244,7 +246,7 @@ describe('demo page (scripted gateway)', { skip: skip || false, timeout: 120000 
     }
   });
 
-  test('a lost connection is shown', async () => {
+  test('a lost connection is shown', { skip: skip || false }, async () => {
     const page = await browser.context.newPage();
     const problems = watchPage(page);
     const gw = await scriptSocket(page);
@@ -257,13 +259,27 @@ describe('demo page (scripted gateway)', { skip: skip || false, timeout: 120000 
       assert.match(await page.textContent('#alert'), /Lost the connection to the gateway/);
       assert.equal(await page.getAttribute('body', 'data-state'), 'failed');
       assert.equal(await page.textContent('#connect'), 'Connect', 'one can connect again');
+
+      // The gateway ends a call: media lost is an alert, so is a shutdown; the page can reconnect.
+      for (const [reason, state, alert] of [
+        ['media did not connect (ICE/DTLS) within 10 s', 'failed', /connection to the agent was lost: media did not connect/],
+        ['the gateway is shutting down', 'idle', /The gateway ended the call: the gateway is shutting down/],
+      ]) {
+        await page.click('#connect');
+        await waitFor(page, 'the call to connect again', () => document.body.dataset.state === 'connected', null, 15000);
+        assert.equal(await page.isHidden('#alert'), true, 'a new call clears the alert');
+        gw.send({ type: 'bye', reason });
+        await waitFor(page, 'the end of the call', () => document.body.dataset.state !== 'connected', null, 5000);
+        assert.equal(await page.getAttribute('body', 'data-state'), state);
+        assert.match(await page.textContent('#alert'), alert);
+      }
       assert.deepEqual(problems, []);
     } finally {
       await page.close();
     }
   });
 
-  test('a refused join is shown', async () => {
+  test('a refused join is shown', { skip: skip || false }, async () => {
     const page = await browser.context.newPage();
     await page.routeWebSocket(/\/ws$/, (ws) => {
       ws.onMessage(() => ws.send(JSON.stringify({ type: 'error', code: 'unauthorized', message: 'token expired' })));
@@ -279,7 +295,7 @@ describe('demo page (scripted gateway)', { skip: skip || false, timeout: 120000 
     }
   });
 
-  test('a denied microphone is explained, and the page works from the keyboard', async () => {
+  test('a denied microphone is explained, and the page works from the keyboard', { skip: skip || false }, async () => {
     const page = await browser.context.newPage();
     const problems = watchPage(page);
     await page.addInitScript(() => {
