@@ -27,6 +27,7 @@ pub struct EmbeddedAgents {
     store: ModelStore,
     profiles: BTreeMap<String, AgentProfile>,
     default_agent: Option<String>,
+    room_agents: BTreeMap<String, String>,
     stt: Arc<dyn Stt>,
     llm: Arc<dyn Llm>,
     piper: Arc<dyn Tts>,
@@ -39,6 +40,7 @@ impl EmbeddedAgents {
         store: ModelStore,
         profiles: BTreeMap<String, AgentProfile>,
         default_agent: &str,
+        room_agents: BTreeMap<String, String>,
     ) -> anyhow::Result<Self> {
         let stt: Arc<dyn Stt> = Arc::new(MoonshineProvider::load(&store)?);
         let llm: Arc<dyn Llm> = Arc::new(EmbeddedLlmProvider::load(&store, Default::default())?);
@@ -48,6 +50,7 @@ impl EmbeddedAgents {
             store,
             profiles,
             default_agent: (default_agent != "none").then(|| default_agent.to_string()),
+            room_agents,
             stt,
             llm,
             piper,
@@ -78,8 +81,12 @@ impl AgentFactory for EmbeddedAgents {
             .collect()
     }
 
-    fn default_agent(&self) -> Option<String> {
-        self.default_agent.clone()
+    fn default_agent(&self, room: &str) -> Option<String> {
+        match self.room_agents.get(room) {
+            Some(agent) if agent == "none" => None,
+            Some(agent) => Some(agent.clone()),
+            None => self.default_agent.clone(),
+        }
     }
 
     fn start(&self, name: &str, output: AgentOutput) -> Result<AgentSession, String> {
@@ -116,7 +123,7 @@ impl AgentFactory for NoAgents {
         Vec::new()
     }
 
-    fn default_agent(&self) -> Option<String> {
+    fn default_agent(&self, _room: &str) -> Option<String> {
         None
     }
 

@@ -105,6 +105,8 @@ pub struct ServerConfig {
     pub dev_tokens: bool,
     /// Agent a room gets when the client names none (`none`: no agent).
     pub default_agent: String,
+    /// Per-room agents overriding `default_agent`: `room_agents = { lobby = "none", support = "robot" }`.
+    pub room_agents: BTreeMap<String, String>,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +119,7 @@ impl Default for ServerConfig {
             token_secret: String::new(),
             dev_tokens: false,
             default_agent: "assistant".into(),
+            room_agents: BTreeMap::new(),
         }
     }
 }
@@ -242,6 +245,11 @@ impl Config {
                     "agent `{name}`: unknown voice `{}` (piper or espeak)",
                     agent.voice
                 );
+            }
+        }
+        for (room, agent) in &self.server.room_agents {
+            if agent != "none" && !self.agents.contains_key(agent) {
+                bail!("server.room_agents: room `{room}` names unknown agent `{agent}`");
             }
         }
         let default = &self.server.default_agent;
@@ -374,6 +382,25 @@ mod tests {
         assert!(format!("{err:#}").contains("nope"), "{err:#}");
         let err = Config::from_sources(Some("not toml ["), env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("not valid TOML"), "{err:#}");
+    }
+
+    #[test]
+    fn agents_are_configurable_per_room_and_checked() {
+        let file = "[server]\nroom_agents = { lobby = \"none\", help = \"robot\" }\n\
+                    [agents.pirate]\nsystem_prompt = \"Talk like a pirate.\"\nvoice = \"espeak\"\n";
+        let config = Config::from_sources(Some(file), env(&[])).unwrap();
+        assert_eq!(config.agents["pirate"].voice, "espeak");
+        assert!(config.agents.contains_key("assistant"), "defaults stay");
+        assert_eq!(config.server.room_agents["help"], "robot");
+        let err =
+            Config::from_sources(Some("[agents.x]\nvoice = \"alexa\"\n"), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("alexa"), "{err:#}");
+        let err = Config::from_sources(
+            Some("[server]\nroom_agents = { a = \"ghost\" }\n"),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("ghost"), "{err:#}");
     }
 
     #[test]

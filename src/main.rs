@@ -265,7 +265,12 @@ fn bench(
         BenchSuite::Webrtc => {
             let _ = rustls_default_provider();
             let agents =
-                agents::EmbeddedAgents::load(store.clone(), config.agents.clone(), "assistant")?;
+                agents::EmbeddedAgents::load(
+                store.clone(),
+                config.agents.clone(),
+                "assistant",
+                Default::default(),
+            )?;
             runtime()?.block_on(async {
                 let report = dartmouth_tests::bench::run_webrtc(
                     std::sync::Arc::new(agents),
@@ -372,6 +377,7 @@ fn load_agents(config: &Config) -> dartmouth_signaling::agent::SharedAgentFactor
         config.model_store(),
         config.agents.clone(),
         &config.server.default_agent,
+        config.server.room_agents.clone(),
     ) {
         Ok(agents) => {
             tracing::info!(
