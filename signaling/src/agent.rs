@@ -6,6 +6,7 @@
 //! participant's audio), and turns the agent's events into wire messages for the client.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use dartmouth_media::jitter::{JitterBuffer, Playout};
@@ -51,6 +52,8 @@ pub trait AgentFactory: Send + Sync + 'static {
 pub struct AgentBridge {
     /// Typed messages to the agent.
     pub text: mpsc::Sender<String>,
+    /// While set, the agent hears silence (the person muted their microphone).
+    pub muted: Arc<AtomicBool>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -67,7 +70,9 @@ impl AgentBridge {
     ) -> Self {
         let (text_tx, text_rx) = mpsc::channel(AGENT_TEXT_CAPACITY);
         let (stop, stopped) = watch::channel(false);
+        let muted = Arc::new(AtomicBool::new(false));
         let bridge = Bridge {
+            muted: muted.clone(),
             media,
             speaker,
             messages,
@@ -78,6 +83,7 @@ impl AgentBridge {
         let task = tokio::spawn(bridge.run(session, taps, text_rx, stopped));
         Self {
             text: text_tx,
+            muted,
             stop,
             task,
         }
@@ -91,6 +97,7 @@ impl AgentBridge {
 }
 
 struct Bridge {
+    muted: Arc<AtomicBool>,
     media: MediaHandle,
     speaker: PeerId,
     messages: mpsc::Sender<ServerMessage>,
@@ -150,7 +157,8 @@ impl Bridge {
                         Playout::Empty => None,
                     };
                     let samples = decoded.map_or(&[][..], |n| &pcm[..n.min(FRAME_SAMPLES)]);
-                    let heard = if samples.len() == FRAME_SAMPLES { samples } else { &[0i16; FRAME_SAMPLES][..] };
+                    let audible = samples.len() == FRAME_SAMPLES && !self.muted.load(Ordering::Relaxed);
+                    let heard = if audible { samples } else { &[0i16; FRAME_SAMPLES][..] };
                     if let Ok(frame) = AudioFrame::new(heard, RTP_RATE, 1, media_time) {
                         session.push_audio(frame);
                     }

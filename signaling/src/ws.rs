@@ -166,7 +166,14 @@ impl Session {
                 self.on_typed(text).await;
                 Flow::Continue
             }
-            ClientMessage::Mute { .. } => Flow::Continue,
+            ClientMessage::Mute { muted } => {
+                if let Some((bridge, _)) = self.joined.as_ref().and_then(|j| j.agent.as_ref()) {
+                    bridge
+                        .muted
+                        .store(muted, std::sync::atomic::Ordering::Relaxed);
+                }
+                Flow::Continue
+            }
             ClientMessage::Answer { .. } => {
                 self.send(ServerMessage::error(
                     ErrorCode::BadState,

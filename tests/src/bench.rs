@@ -36,7 +36,7 @@ impl Default for WebrtcBenchOptions {
     fn default() -> Self {
         Self {
             turns: 20,
-            idle_sessions: 10,
+            idle_sessions: 40,
         }
     }
 }
@@ -44,6 +44,8 @@ impl Default for WebrtcBenchOptions {
 /// Runs the benchmark against an in-process gateway with `agents` and returns the report.
 pub async fn run_webrtc(agents: SharedAgentFactory, options: WebrtcBenchOptions) -> String {
     let gateway = TestGateway::start(agents).await;
+    // Memory first, while the heap has no freed space from earlier calls to hide growth in.
+    let memory = measure_memory(&gateway, options.idle_sessions).await;
     let mut client_v2v = Vec::new();
     let mut stages: Vec<TurnLatency> = Vec::new();
     let mut failures = Vec::new();
@@ -83,7 +85,6 @@ pub async fn run_webrtc(agents: SharedAgentFactory, options: WebrtcBenchOptions)
         }
         let _ = gateway.wait_idle(Duration::from_secs(10)).await;
     }
-    let memory = measure_memory(&gateway, options.idle_sessions).await;
     gateway.stop().await;
 
     let mut out = String::new();
