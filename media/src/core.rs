@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::ChannelId;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive, Transmit};
@@ -108,6 +108,9 @@ pub enum CoreEvent {
     },
     /// A text message arrived on the peer's data channel.
     Text(PeerId, String),
+    /// The peer needs a new SDP offer applied (another participant's audio needs an m-line it
+    /// did not offer); deliver it and feed the answer to [`MediaCore::accept_answer`].
+    Renegotiate(PeerId, String),
 }
 
 /// What a poll yields.
@@ -142,6 +145,10 @@ struct Peer {
     channel: Option<ChannelId>,
     tap: bool,
     wake: Instant,
+    /// Whether the peer's signaling can carry a new offer (WebSocket yes, WHIP/WHEP no).
+    renegotiable: bool,
+    /// An offer sent and not yet answered: the new m-line and the source it is for.
+    pending: Option<(SdpPendingOffer, Mid, PeerId)>,
 }
 
 /// A member of a room that is not a WebRTC peer (an in-process agent).
@@ -194,11 +201,13 @@ impl MediaCore {
     }
 
     /// Adds a WebRTC peer to `room` from its SDP offer and returns the SDP answer.
+    /// `renegotiable`: its signaling can carry later offers (see [`CoreEvent::Renegotiate`]).
     pub fn add_peer(
         &mut self,
         now: Instant,
         room: &str,
         offer_sdp: &str,
+        renegotiable: bool,
     ) -> Result<(PeerId, String), PeerError> {
         let offer = SdpOffer::from_sdp_string(offer_sdp)
             .map_err(|e| PeerError::MalformedSdp(sdp_error_summary(&e.to_string())))?;
@@ -233,6 +242,8 @@ impl MediaCore {
             channel: None,
             tap: false,
             wake: now,
+            renegotiable,
+            pending: None,
         });
         self.quiet = 0;
         Ok((id, answer_sdp))
@@ -283,6 +294,39 @@ impl MediaCore {
             self.release_source(id);
             self.push_event(CoreEvent::Closed(id, CloseReason::Removed));
         }
+    }
+
+    /// Applies the peer's answer to the last [`CoreEvent::Renegotiate`] offer.
+    pub fn accept_answer(&mut self, peer: PeerId, answer_sdp: &str) -> Result<(), PeerError> {
+        let peer = self.peer_mut(peer)?;
+        let answer = SdpAnswer::from_sdp_string(answer_sdp)
+            .map_err(|e| PeerError::MalformedSdp(sdp_error_summary(&e.to_string())))?;
+        let (pending, mid, source) = peer
+            .pending
+            .take()
+            .ok_or_else(|| PeerError::Rejected("no offer is pending".into()))?;
+        peer.rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| PeerError::Rejected(e.to_string()))?;
+        let pt = peer.rtc.writer(mid).and_then(|w| {
+            w.payload_params()
+                .find(|p| p.spec().codec == str0m::format::Codec::Opus)
+                .map(|p| p.pt())
+        });
+        if let Some(pt) = pt {
+            let mut rewriter = SeqTsRewriter::new();
+            rewriter.switch_source(source.0, OPUS_FRAME_TICKS);
+            let taken = peer.slots.iter().any(|s| s.source == Some(source));
+            peer.slots.push(Slot {
+                mid,
+                pt,
+                source: (!taken).then_some(source),
+                rewriter,
+            });
+        }
+        self.quiet = 0;
+        Ok(())
     }
 
     /// Sends a text message on the peer's data channel.
@@ -449,6 +493,7 @@ impl MediaCore {
         rtp_time: u32,
         data: &Arc<[u8]>,
     ) {
+        let mut offers = Vec::new();
         for peer in self
             .peers
             .iter_mut()
@@ -463,7 +508,24 @@ impl MediaCore {
                         slot.rewriter.switch_source(source.0, OPUS_FRAME_TICKS);
                         i
                     }
-                    None => continue,
+                    None => {
+                        // No m-line for this source: offer one if the peer can take offers.
+                        if peer.renegotiable && peer.pending.is_none() {
+                            let mut change = peer.rtc.sdp_api();
+                            let mid = change.add_media(
+                                MediaKind::Audio,
+                                Direction::SendOnly,
+                                Some(source.to_string()),
+                                None,
+                                None,
+                            );
+                            if let Some((offer, pending)) = change.apply() {
+                                peer.pending = Some((pending, mid, source));
+                                offers.push(CoreEvent::Renegotiate(peer.id, offer.to_sdp_string()));
+                            }
+                        }
+                        continue;
+                    }
                 },
             };
             let slot = &mut peer.slots[slot_index];
@@ -477,6 +539,9 @@ impl MediaCore {
                     self.quiet = 0;
                 }
             }
+        }
+        for offer in offers {
+            self.push_event(offer);
         }
     }
 

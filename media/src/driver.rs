@@ -32,6 +32,8 @@ pub enum PeerNotice {
     Closed(CloseReason),
     /// A data-channel text message.
     Text(String),
+    /// A new SDP offer for the client; answer with [`MediaHandle::accept_answer`].
+    Offer(String),
 }
 
 /// One received audio packet of a tapped peer.
@@ -83,6 +85,7 @@ enum Command {
     AddPeer {
         room: String,
         offer: String,
+        renegotiable: bool,
         notices: mpsc::Sender<PeerNotice>,
         reply: oneshot::Sender<Result<(PeerId, String), PeerError>>,
     },
@@ -102,6 +105,11 @@ enum Command {
     SendText {
         peer: PeerId,
         text: String,
+    },
+    AcceptAnswer {
+        peer: PeerId,
+        answer: String,
+        reply: oneshot::Sender<Result<(), PeerError>>,
     },
     WriteAudio {
         source: PeerId,
@@ -143,17 +151,20 @@ impl MediaHandle {
         self.peers.load(Ordering::Relaxed)
     }
 
-    /// Adds a peer from its offer; returns its id and the SDP answer. Notices arrive on `notices`.
+    /// Adds a peer from its offer; returns its id and the SDP answer. Notices arrive on `notices`;
+    /// a `renegotiable` peer may be sent [`PeerNotice::Offer`]s.
     pub async fn add_peer(
         &self,
         room: &str,
         offer: &str,
+        renegotiable: bool,
         notices: mpsc::Sender<PeerNotice>,
     ) -> Result<(PeerId, String), DriverError> {
         let (reply, answer) = oneshot::channel();
         self.send(Command::AddPeer {
             room: room.into(),
             offer: offer.into(),
+            renegotiable,
             notices,
             reply,
         })
@@ -187,6 +198,18 @@ impl MediaHandle {
         self.send(Command::Candidate {
             peer,
             candidate: candidate.into(),
+            reply,
+        })
+        .await?;
+        Ok(done.await.map_err(|_| DriverError::Stopped)??)
+    }
+
+    /// The client's answer to a [`PeerNotice::Offer`].
+    pub async fn accept_answer(&self, peer: PeerId, answer: &str) -> Result<(), DriverError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Command::AcceptAnswer {
+            peer,
+            answer: answer.into(),
             reply,
         })
         .await?;
@@ -310,6 +333,7 @@ impl MediaDriver {
                 self.taps.remove(&peer);
             }
             CoreEvent::Text(peer, text) => self.notify(peer, PeerNotice::Text(text)),
+            CoreEvent::Renegotiate(peer, offer) => self.notify(peer, PeerNotice::Offer(offer)),
             CoreEvent::Audio {
                 peer,
                 seq,
@@ -339,10 +363,11 @@ impl MediaDriver {
             Command::AddPeer {
                 room,
                 offer,
+                renegotiable,
                 notices,
                 reply,
             } => {
-                let result = self.core.add_peer(now, &room, &offer);
+                let result = self.core.add_peer(now, &room, &offer, renegotiable);
                 if let Ok((id, _)) = &result {
                     self.notices.insert(*id, notices);
                 }
@@ -365,6 +390,13 @@ impl MediaDriver {
                 reply,
             } => {
                 let _ = reply.send(self.core.add_remote_candidate(peer, &candidate));
+            }
+            Command::AcceptAnswer {
+                peer,
+                answer,
+                reply,
+            } => {
+                let _ = reply.send(self.core.accept_answer(peer, &answer));
             }
             Command::SendText { peer, text } => {
                 let _ = self.core.send_text(peer, &text);

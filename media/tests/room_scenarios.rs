@@ -62,7 +62,9 @@ struct Net {
     now: Instant,
     core: MediaCore,
     clients: Vec<Client>,
+    ids: Vec<PeerId>,
     events: Vec<CoreEvent>,
+    renegotiable: bool,
 }
 
 impl Net {
@@ -72,15 +74,21 @@ impl Net {
             now,
             core: MediaCore::new(SERVER.parse().unwrap()),
             clients: Vec::new(),
+            ids: Vec::new(),
             events: Vec::new(),
+            renegotiable: false,
         }
     }
 
     fn join(&mut self, room: &str, port: u16, direction: Direction) -> (PeerId, usize) {
         let (mut client, offer) = Client::new(self.now, port, direction);
-        let (id, answer) = self.core.add_peer(self.now, room, &offer).unwrap();
+        let (id, answer) = self
+            .core
+            .add_peer(self.now, room, &offer, self.renegotiable)
+            .unwrap();
         client.accept(&answer);
         self.clients.push(client);
+        self.ids.push(id);
         (id, self.clients.len() - 1)
     }
 
@@ -135,6 +143,21 @@ impl Net {
                                 .handle_input(Input::Receive(self.now, receive))
                                 .unwrap();
                         }
+                    }
+                    CoreOutput::Event(CoreEvent::Renegotiate(id, offer)) => {
+                        // The client applies the gateway's new offer and answers, as a browser would.
+                        moved = true;
+                        let index = self.ids.iter().position(|p| *p == id).unwrap();
+                        let offer = str0m::change::SdpOffer::from_sdp_string(&offer).unwrap();
+                        let answer = self.clients[index]
+                            .rtc
+                            .sdp_api()
+                            .accept_offer(offer)
+                            .unwrap();
+                        self.core
+                            .accept_answer(id, &answer.to_sdp_string())
+                            .unwrap();
+                        self.events.push(CoreEvent::Renegotiate(id, String::new()));
                     }
                     CoreOutput::Event(e) => {
                         moved = true;
@@ -267,7 +290,7 @@ fn unusable_offers_are_refused_with_a_reason() {
     let now = Instant::now();
     let mut core = MediaCore::new(SERVER.parse().unwrap());
     assert!(matches!(
-        core.add_peer(now, "r", "this is not sdp"),
+        core.add_peer(now, "r", "this is not sdp", false),
         Err(PeerError::MalformedSdp(_))
     ));
     // Video only.
@@ -276,7 +299,7 @@ fn unusable_offers_are_refused_with_a_reason() {
     change.add_media(MediaKind::Video, Direction::SendRecv, None, None, None);
     let (offer, _) = change.apply().unwrap();
     assert_eq!(
-        core.add_peer(now, "r", &offer.to_sdp_string()),
+        core.add_peer(now, "r", &offer.to_sdp_string(), false),
         Err(PeerError::NoUsableAudio)
     );
     // Audio, but only PCMU.
@@ -287,7 +310,10 @@ fn unusable_offers_are_refused_with_a_reason() {
     let mut change = rtc.sdp_api();
     change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
     let (offer, _) = change.apply().unwrap();
-    assert!(core.add_peer(now, "r", &offer.to_sdp_string()).is_err());
+    assert!(
+        core.add_peer(now, "r", &offer.to_sdp_string(), false)
+            .is_err()
+    );
     assert_eq!(core.peer_count(), 0, "nothing is kept of refused offers");
 }
 
@@ -299,11 +325,48 @@ fn a_receive_only_peer_hears_the_room_and_publishes_nothing() {
     let (_whip, w) = net.join("r", 50043, Direction::SendOnly);
     net.run(Duration::from_secs(2));
     net.talk(a, 20);
-    assert!(net.clients[v].received.len() >= 18, "the WHEP-style viewer hears the room");
-    assert!(net.clients[w].received.is_empty(), "a send-only (WHIP) peer receives nothing");
+    assert!(
+        net.clients[v].received.len() >= 18,
+        "the WHEP-style viewer hears the room"
+    );
+    assert!(
+        net.clients[w].received.is_empty(),
+        "a send-only (WHIP) peer receives nothing"
+    );
     net.talk(w, 20);
     assert!(
         net.clients[a].received.len() >= 18,
         "the send-only peer is heard by the others"
     );
+}
+
+#[test]
+fn a_new_voice_gets_its_own_track_through_renegotiation() {
+    let mut net = Net::new();
+    net.renegotiable = true;
+    let (_a, a) = net.join("r", 50051, Direction::SendRecv);
+    let (_b, b) = net.join("r", 50052, Direction::SendRecv);
+    let (c_id, c) = net.join("r", 50053, Direction::SendRecv);
+    net.run(Duration::from_secs(2));
+    // A and B talk at once; C offered one audio line, so B's voice needs a second one.
+    for n in 0..50u64 {
+        let now = net.now;
+        net.clients[a].send_frame(now, n, &[n as u8, 1, 1, a as u8]);
+        net.clients[b].send_frame(now, n, &[n as u8, 2, 2, b as u8]);
+        net.run(Duration::from_millis(20));
+    }
+    assert!(
+        net.events
+            .contains(&CoreEvent::Renegotiate(c_id, String::new())),
+        "C was sent a new offer"
+    );
+    let from = |who: usize| {
+        net.clients[c]
+            .received
+            .iter()
+            .filter(|p| p[3] == who as u8)
+            .count()
+    };
+    assert!(from(a) >= 45, "C hears A: {}", from(a));
+    assert!(from(b) >= 30, "C hears B after renegotiating: {}", from(b));
 }

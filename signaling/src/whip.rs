@@ -136,7 +136,7 @@ async fn create(
         );
     };
     let (notice_tx, notices) = mpsc::channel(NOTICE_CAPACITY);
-    let (peer, answer) = match gateway.media.add_peer(&room, offer, notice_tx).await {
+    let (peer, answer) = match gateway.media.add_peer(&room, offer, false, notice_tx).await {
         Ok(added) => added,
         Err(DriverError::Peer(e)) => return error_response(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => return error_response(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

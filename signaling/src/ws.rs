@@ -174,12 +174,14 @@ impl Session {
                 }
                 Flow::Continue
             }
-            ClientMessage::Answer { .. } => {
-                self.send(ServerMessage::error(
-                    ErrorCode::BadState,
-                    "no offer is pending",
-                ))
-                .await;
+            ClientMessage::Answer { sdp } => {
+                let Some(joined) = &self.joined else {
+                    return self.not_joined().await;
+                };
+                if let Err(e) = self.gateway.media.accept_answer(joined.peer, &sdp).await {
+                    self.send(ServerMessage::error(ErrorCode::BadSdp, e.to_string()))
+                        .await;
+                }
                 Flow::Continue
             }
             ClientMessage::Ping => {
@@ -211,7 +213,7 @@ impl Session {
         let (peer, answer) = match self
             .gateway
             .media
-            .add_peer(&room, sdp, notices.clone())
+            .add_peer(&room, sdp, true, notices.clone())
             .await
         {
             Ok(added) => added,
@@ -303,6 +305,10 @@ impl Session {
                 if let Some(joined) = &mut self.joined {
                     joined.connected = true;
                 }
+                Flow::Continue
+            }
+            PeerNotice::Offer(sdp) => {
+                self.send(ServerMessage::Offer { sdp }).await;
                 Flow::Continue
             }
             PeerNotice::Text(text) => {
