@@ -36,6 +36,15 @@ pub struct Gateway {
     pub(crate) sessions: AtomicUsize,
     pub(crate) http_sessions: Mutex<HashMap<String, whip::HttpSession>>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// WebSocket members per room: their peer, identity and message queue (for room events).
+    members: std::sync::Mutex<HashMap<String, Vec<Member>>>,
+}
+
+/// A WebSocket participant as the room sees it.
+struct Member {
+    peer: PeerId,
+    identity: String,
+    messages: mpsc::Sender<ServerMessage>,
 }
 
 impl Gateway {
@@ -56,6 +65,7 @@ impl Gateway {
             sessions: AtomicUsize::new(0),
             http_sessions: Mutex::new(HashMap::new()),
             shutdown,
+            members: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -78,6 +88,50 @@ impl Gateway {
         let sessions: Vec<_> = self.http_sessions.lock().await.drain().collect();
         for (_, session) in sessions {
             session.end(&self.media).await;
+        }
+    }
+
+    /// Records a participant in `room`, tells the others, and returns who was already there.
+    pub(crate) fn enter_room(
+        &self,
+        room: &str,
+        peer: PeerId,
+        identity: &str,
+        messages: mpsc::Sender<ServerMessage>,
+    ) -> Vec<String> {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let present = members.entry(room.to_string()).or_default();
+        let others: Vec<String> = present.iter().map(|m| m.identity.clone()).collect();
+        for member in present.iter() {
+            let _ = member.messages.try_send(ServerMessage::ParticipantJoined {
+                identity: identity.to_string(),
+            });
+        }
+        present.push(Member {
+            peer,
+            identity: identity.to_string(),
+            messages,
+        });
+        others
+    }
+
+    /// Removes a participant from `room` and tells the others.
+    pub(crate) fn leave_room(&self, room: &str, peer: PeerId) {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(present) = members.get_mut(room) else {
+            return;
+        };
+        let Some(index) = present.iter().position(|m| m.peer == peer) else {
+            return;
+        };
+        let left = present.swap_remove(index);
+        for member in present.iter() {
+            let _ = member.messages.try_send(ServerMessage::ParticipantLeft {
+                identity: left.identity.clone(),
+            });
+        }
+        if present.is_empty() {
+            members.remove(room);
         }
     }
 

@@ -39,6 +39,7 @@ pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(gateway): State<Arc<Gate
 }
 
 struct Joined {
+    room: String,
     peer: PeerId,
     agent: Option<(AgentBridge, PeerId)>,
     connected: bool,
@@ -250,7 +251,11 @@ impl Session {
             }
         };
         tracing::info!(%room, identity = %claims.sub, %peer, agent = ?agent_name, "joined");
+        let present = self
+            .gateway
+            .enter_room(&room, peer, &claims.sub, messages.clone());
         self.joined = Some(Joined {
+            room: room.clone(),
             peer,
             agent,
             connected: false,
@@ -263,6 +268,10 @@ impl Session {
             agent: agent_name,
         })
         .await;
+        for identity in present {
+            self.send(ServerMessage::ParticipantJoined { identity })
+                .await;
+        }
         Flow::Continue
     }
 
@@ -374,6 +383,7 @@ impl Session {
                 bridge.stop().await;
                 self.gateway.media.remove(speaker).await;
             }
+            self.gateway.leave_room(&joined.room, joined.peer);
             self.gateway.media.remove(joined.peer).await;
         }
     }

@@ -44,7 +44,20 @@ async fn exchange(ws: &mut Ws, text: String) -> ServerMessage {
     next_message(ws, Duration::from_secs(10)).await
 }
 
+/// The next message that is not a room membership event.
 async fn next_message(ws: &mut Ws, limit: Duration) -> ServerMessage {
+    loop {
+        let message = next_any(ws, limit).await;
+        if !matches!(
+            message,
+            ServerMessage::ParticipantJoined { .. } | ServerMessage::ParticipantLeft { .. }
+        ) {
+            return message;
+        }
+    }
+}
+
+async fn next_any(ws: &mut Ws, limit: Duration) -> ServerMessage {
     loop {
         let message = tokio::time::timeout(limit, ws.next())
             .await
@@ -236,6 +249,31 @@ async fn shutdown_says_goodbye_to_every_session_and_releases_it() {
         clients.push(ws);
     }
     assert_eq!(gateway.gateway.active_sessions(), 3);
+    // Room events: the first participant heard the others arrive, and hears one leave.
+    for identity in ["p1", "p2"] {
+        let joined = next_any(&mut clients[0], Duration::from_secs(5)).await;
+        assert_eq!(
+            joined,
+            ServerMessage::ParticipantJoined {
+                identity: identity.into()
+            }
+        );
+    }
+    let mut last = clients.pop().unwrap();
+    last.send(Message::Text(r#"{"type":"leave"}"#.into()))
+        .await
+        .unwrap();
+    let left = next_any(&mut clients[0], Duration::from_secs(5)).await;
+    assert_eq!(
+        left,
+        ServerMessage::ParticipantLeft {
+            identity: "p2".into()
+        }
+    );
+    assert!(matches!(
+        next_message(&mut last, Duration::from_secs(5)).await,
+        ServerMessage::Bye { .. }
+    ));
     let state = gateway.gateway.clone();
     gateway.stop().await;
     for ws in &mut clients {
@@ -245,4 +283,5 @@ async fn shutdown_says_goodbye_to_every_session_and_releases_it() {
         }
     }
     assert_eq!(state.active_sessions(), 0, "every session ended");
+    drop(last);
 }
