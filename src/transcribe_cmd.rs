@@ -19,7 +19,14 @@ const STT_RATE: u32 = 16_000;
 /// Prints the transcript of a WAV file on standard output.
 pub fn transcribe(store: &ModelStore, input: &Path) -> anyhow::Result<()> {
     let (samples, rate) = crate::voice_cmd::read_wav_mono(input)?;
-    let floats: Vec<f32> = samples.iter().copied().map(i16_to_f32).collect();
+    // Half a second of trailing silence: Moonshine repeats the last word of audio that stops
+    // abruptly (recordings of an agent's answer do).
+    let floats: Vec<f32> = samples
+        .iter()
+        .copied()
+        .map(i16_to_f32)
+        .chain(std::iter::repeat_n(0.0, rate as usize / 2))
+        .collect();
     let audio = resample_all(&floats, rate, STT_RATE)?;
     let stt = MoonshineProvider::load(store)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -82,7 +82,7 @@ pub fn say(store: &ModelStore, text: &str, out: &Path, voice: TtsChoice) -> anyh
 /// Options of `dartmouth converse`.
 #[derive(Debug, Clone)]
 pub struct ConverseOptions {
-    /// Feed audio as fast as the pipeline takes it instead of in real time.
+    /// Feed audio at twice real time (the fastest the listening thread keeps up with) instead of in real time.
     pub fast: bool,
     /// Speech to text engine.
     pub stt: SttChoice,
@@ -128,8 +128,10 @@ pub fn converse(
         // Two seconds of silence after the question let the end-of-turn detector decide.
         let mut padded = samples;
         padded.extend(std::iter::repeat_n(0i16, rate as usize * 2));
+        // Fast is 2× real time: faster, and the listening thread (Smart Turn takes up to ~200 ms
+        // under load) overflows its one-second queue and drops audio.
         let pace = if fast {
-            Duration::from_millis(4)
+            FRAME_DURATION / 2
         } else {
             FRAME_DURATION
         };
@@ -228,6 +230,11 @@ fn print_record(record: &TurnRecord) {
         "  {:<36} {:>8}",
         "TTS first audio",
         ms(record.tts_first_audio)
+    );
+    println!(
+        "  {:<36} {:>8}",
+        "first frame out",
+        ms(record.first_frame_out)
     );
     println!("  reply: {}", record.answer.trim());
 }

@@ -12,7 +12,13 @@ use dartmouth_voice::provider::{CancellationToken, Stt, SttEvent};
 async fn transcribe(heard: &[i16]) -> String {
     let store = dartmouth_models::ModelStore::from_env();
     let stt = dartmouth_voice::embedded::MoonshineProvider::load(&store).unwrap();
-    let floats: Vec<f32> = heard.iter().map(|s| f32::from(*s) / 32768.0).collect();
+    // Half a second of silence after the speech: Moonshine repeats the last word of audio that
+    // stops abruptly.
+    let floats: Vec<f32> = heard
+        .iter()
+        .map(|s| f32::from(*s) / 32768.0)
+        .chain(std::iter::repeat_n(0.0, 24_000))
+        .collect();
     let audio = dartmouth_voice::resample::resample_all(&floats, 48_000, 16_000).unwrap();
     let mut words = String::new();
     for piece in audio.chunks(16_000 * 25) {
@@ -73,6 +79,29 @@ async fn an_agent_answers_over_webrtc_and_a_vanishing_caller_is_cleaned_up() {
         })
         .expect("a final agent transcript");
     let heard_answer = transcribe(&call.heard).await;
+    let voiced_ms = call
+        .heard
+        .chunks(960)
+        .filter(|f| dartmouth_tests::rms(f) > dartmouth_tests::client::SPEECH_RMS)
+        .count()
+        * 20;
+    eprintln!(
+        "voiced audio heard: {voiced_ms} ms of {} ms",
+        call.heard.len() / 48
+    );
+    if let Ok(dir) = std::env::var("DARTMOUTH_TEST_AUDIO_DIR") {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 48_000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut wav = hound::WavWriter::create(format!("{dir}/answer.wav"), spec).unwrap();
+        call.heard
+            .iter()
+            .for_each(|s| wav.write_sample(*s).unwrap());
+        wav.finalize().unwrap();
+    }
     eprintln!(
         "question: {heard_question:?}\nanswer: {answer_text:?}\nheard at the client: {heard_answer:?}\n\
          voice-to-voice at the client: {} ms (media connected in {} ms)",
@@ -80,6 +109,13 @@ async fn an_agent_answers_over_webrtc_and_a_vanishing_caller_is_cleaned_up() {
         call.connect_time.as_millis()
     );
     assert!(!heard_answer.is_empty(), "the answer audio has words");
+    // What the client heard, transcribed, matches what the agent said it said. The bound is loose
+    // because espeak-ng's voice through Moonshine alone costs up to ~20 % on short answers.
+    let wer = dartmouth_voice::text::word_error_rate(&answer_text, &heard_answer);
+    assert!(
+        wer <= 0.35,
+        "heard {heard_answer:?} for {answer_text:?}: WER {wer:.2}"
+    );
     assert!(
         call.messages
             .iter()
