@@ -264,8 +264,7 @@ fn bench(
         }),
         BenchSuite::Webrtc => {
             let _ = rustls_default_provider();
-            let agents =
-                agents::EmbeddedAgents::load(
+            let agents = agents::EmbeddedAgents::load(
                 store.clone(),
                 config.agents.clone(),
                 "assistant",
