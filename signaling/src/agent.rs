@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dartmouth_media::jitter::{JitterBuffer, Playout};
 use dartmouth_media::opus_codec::MAX_PACKET_BYTES;
 use dartmouth_media::{MediaHandle, OpusDecoder, OpusEncoder, OutgoingFrame, PeerId, TapPacket};
 use dartmouth_voice::agent::{AgentEvent, AgentSession, AgentState, TurnRecord};
@@ -114,7 +113,7 @@ impl Bridge {
         mut text: mpsc::Receiver<String>,
         mut stopped: watch::Receiver<bool>,
     ) {
-        let (mut decoder, mut encoder) =
+        let (decoder, mut encoder) =
             match (OpusDecoder::new(RTP_RATE, 1), OpusEncoder::new(RTP_RATE, 1)) {
                 (Ok(d), Ok(e)) => (d, e),
                 _ => {
@@ -125,11 +124,8 @@ impl Bridge {
                     return;
                 }
             };
-        let mut jitter = JitterBuffer::new(RTP_RATE);
-        let mut pcm = [0i16; FRAME_SAMPLES];
+        let mut ears = Ears::new(decoder, self.muted.clone());
         let mut packet = [0u8; MAX_PACKET_BYTES];
-        let started = Instant::now();
-        let mut media_time = Duration::ZERO;
         let mut ticks: u32 = 0;
         let mut ticker = tokio::time::interval(FRAME_DURATION);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -138,7 +134,7 @@ impl Bridge {
                 _ = stopped.changed() => break,
                 packet_in = taps.recv() => {
                     let Some(p) = packet_in else { break };
-                    jitter.push(started.elapsed(), p.seq, p.rtp_time, &p.payload);
+                    ears.hear(&session, &p);
                 }
                 typed = text.recv() => {
                     if let Some(typed) = typed {
@@ -150,23 +146,12 @@ impl Bridge {
                     self.on_event(event);
                 }
                 _ = ticker.tick() => {
-                    // Listen: one frame of the person's audio (or its concealment) per tick.
-                    let decoded = match jitter.pop(started.elapsed()) {
-                        Playout::Packet(p) => decoder.decode(p.payload, &mut pcm).ok(),
-                        Playout::Lost { .. } => decoder.conceal(&mut pcm).ok(),
-                        Playout::Empty => None,
-                    };
-                    let samples = decoded.map_or(&[][..], |n| &pcm[..n.min(FRAME_SAMPLES)]);
-                    let audible = samples.len() == FRAME_SAMPLES && !self.muted.load(Ordering::Relaxed);
-                    let heard = if audible { samples } else { &[0i16; FRAME_SAMPLES][..] };
-                    if let Ok(frame) = AudioFrame::new(heard, RTP_RATE, 1, media_time) {
-                        session.push_audio(frame);
-                    }
-                    media_time += FRAME_DURATION;
+                    // Keep the listener's clock running through gaps in the person's audio.
+                    ears.tick(&session);
                     // Speak: the agent's next frame, if it is talking.
                     let rtp_time = ticks.wrapping_mul(FRAME_SAMPLES as u32);
                     ticks = ticks.wrapping_add(1);
-                    if let Some(frame) = session.pull_frame(media_time)
+                    if let Some(frame) = session.pull_frame(ears.media_time)
                         && let Ok(n) = encoder.encode(frame.samples(), &mut packet)
                     {
                         self.seq = self.seq.wrapping_add(1);
@@ -256,6 +241,75 @@ impl Bridge {
 
     fn send(&self, message: ServerMessage) {
         let _ = self.messages.try_send(message);
+    }
+}
+
+/// Frames concealed at most for one gap in the person's packets.
+const MAX_CONCEALED_FRAMES: u16 = 5;
+/// Without packets for this long, the listener hears silence (a muted or DTX-silent sender).
+const SILENCE_AFTER: Duration = Duration::from_millis(60);
+
+/// The agent's ears. Packets are decoded as they arrive, in order (gaps concealed, late ones
+/// dropped), instead of through a playout jitter buffer: the listener is a model, not a person,
+/// so smoothing playout would only delay its decisions. Silence is fed when packets stop, so
+/// voice activity and end-of-turn timing keep going.
+struct Ears {
+    decoder: OpusDecoder,
+    muted: Arc<AtomicBool>,
+    expected: Option<u16>,
+    last_audio: Instant,
+    media_time: Duration,
+    pcm: [i16; FRAME_SAMPLES],
+}
+
+impl Ears {
+    fn new(decoder: OpusDecoder, muted: Arc<AtomicBool>) -> Self {
+        Self {
+            decoder,
+            muted,
+            expected: None,
+            last_audio: Instant::now(),
+            media_time: Duration::ZERO,
+            pcm: [0; FRAME_SAMPLES],
+        }
+    }
+
+    /// One packet of the person's audio.
+    fn hear(&mut self, session: &AgentSession, packet: &TapPacket) {
+        if let Some(expected) = self.expected {
+            let ahead = packet.seq.wrapping_sub(expected);
+            if ahead > u16::MAX / 2 {
+                return; // late or duplicate
+            }
+            for _ in 0..ahead.min(MAX_CONCEALED_FRAMES) {
+                if self.decoder.conceal(&mut self.pcm).is_ok() {
+                    self.push(session, true);
+                }
+            }
+        }
+        self.expected = Some(packet.seq.wrapping_add(1));
+        let decoded = self.decoder.decode(&packet.payload, &mut self.pcm);
+        self.push(session, matches!(decoded, Ok(FRAME_SAMPLES)));
+        self.last_audio = Instant::now();
+    }
+
+    /// Called every 20 ms: silence when the person's packets have stopped.
+    fn tick(&mut self, session: &AgentSession) {
+        if self.last_audio.elapsed() >= SILENCE_AFTER {
+            self.push(session, false);
+            self.last_audio += FRAME_DURATION;
+        }
+    }
+
+    fn push(&mut self, session: &AgentSession, decoded: bool) {
+        let audible = decoded && !self.muted.load(Ordering::Relaxed);
+        if !audible {
+            self.pcm = [0; FRAME_SAMPLES];
+        }
+        if let Ok(frame) = AudioFrame::new(&self.pcm, RTP_RATE, 1, self.media_time) {
+            session.push_audio(frame);
+        }
+        self.media_time += FRAME_DURATION;
     }
 }
 
