@@ -287,6 +287,30 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }
+
+    /// The configuration as TOML with every secret replaced by `<redacted>` (for `config show`).
+    pub fn to_toml_redacted(&self) -> String {
+        const REDACTED: &str = "<redacted>";
+        let mut shown = self.clone();
+        if !shown.server.token_secret.is_empty() {
+            shown.server.token_secret = REDACTED.into();
+        }
+        let service = &mut shown.platform.service;
+        for secret in [&mut service.jwt_secret, &mut service.room_token_secret] {
+            if secret.is_some() {
+                *secret = Some(REDACTED.into());
+            }
+        }
+        if let Some(s3) = &mut service.s3
+            && s3.secret_access_key.is_some()
+        {
+            s3.secret_access_key = Some(REDACTED.into());
+        }
+        if let Some(admin) = &mut service.bootstrap_admin {
+            admin.password = REDACTED.into();
+        }
+        shown.to_toml()
+    }
 }
 
 /// Environment values are TOML scalars when they parse as one (`true`, `8080`), else strings.
@@ -401,6 +425,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("ghost"), "{err:#}");
+    }
+
+    #[test]
+    fn config_show_hides_secrets() {
+        let config = Config::from_sources(
+            Some("[server]\ntoken_secret = \"hunter2-hunter2\"\n[platform]\njwt_secret = \"s3cr3t-s3cr3t\"\n"),
+            env(&[]),
+        )
+        .unwrap();
+        let shown = config.to_toml_redacted();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
     }
 
     #[test]

@@ -225,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             }
         },
         Command::Config { command } => match command {
-            ConfigCommand::Show => print!("{}", config.to_toml()),
+            ConfigCommand::Show => print!("{}", config.to_toml_redacted()),
         },
     }
     Ok(std::process::ExitCode::SUCCESS)
