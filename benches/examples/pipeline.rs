@@ -1,5 +1,6 @@
 //! The pipeline benchmark without the CLI, for quick runs while tuning:
-//! `cargo run --release -p dartmouth-benches --example pipeline -- [TURNS] [BARGE_INS]`.
+//! `cargo run --release -p dartmouth-benches --example pipeline -- [TURNS] [BARGE_INS] [SPECULATE]`
+//! (`SPECULATE` 0 turns speculative transcription off).
 
 use dartmouth_benches::pipeline::{PipelineBenchOptions, run};
 use dartmouth_models::ModelStore;
@@ -11,6 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let options = PipelineBenchOptions {
         turns: args.next().transpose()?.unwrap_or(defaults.turns),
         barge_ins: args.next().transpose()?.unwrap_or(defaults.barge_ins),
+        speculative_stt: args.next().transpose()?.is_none_or(|on| on != 0),
         ..defaults
     };
     let report = run(&ModelStore::from_env(), &options).await?;

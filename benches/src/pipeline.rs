@@ -21,6 +21,7 @@ use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION, f32_to_i16, i16_to_f32}
 use dartmouth_voice::ingest::Ingest;
 use dartmouth_voice::provider::{CancellationToken, Tts, TtsEvent};
 use dartmouth_voice::resample::resample_all;
+use dartmouth_voice::text::word_error_rate;
 use dartmouth_voice::turn::{SmartTurn, TurnConfig};
 use dartmouth_voice::vad::{SileroVad, VadConfig};
 
@@ -66,6 +67,8 @@ pub struct PipelineBenchOptions {
     /// Feed audio twice as fast as real time (latencies are wall time; the end-of-turn wait is
     /// media time).
     pub fast: bool,
+    /// Transcribe speculatively at pauses ([`AgentConfig::speculative_stt`]).
+    pub speculative_stt: bool,
 }
 
 impl Default for PipelineBenchOptions {
@@ -74,6 +77,7 @@ impl Default for PipelineBenchOptions {
             turns: 50,
             barge_ins: 5,
             fast: true,
+            speculative_stt: true,
         }
     }
 }
@@ -129,6 +133,7 @@ pub async fn run(
     let config = AgentConfig {
         output_rate: CLIENT_RATE,
         max_tokens: 48,
+        speculative_stt: options.speculative_stt,
         ..AgentConfig::default()
     };
     for i in 0..options.turns {
@@ -141,7 +146,10 @@ pub async fn run(
         session.stop().await;
         let timeline = bench.recorder.take();
         match outcome {
-            Ok(record) => report.turns.push(TurnSample::new(record, &timeline)),
+            Ok(record) => {
+                let wer = word_error_rate(QUESTIONS[question], &record.transcript);
+                report.turns.push(TurnSample::new(record, &timeline, wer));
+            }
             Err(reason) => report.failures.push(Failure {
                 question: QUESTIONS[question].to_string(),
                 reason,
@@ -209,7 +217,9 @@ impl Bench {
         }
         let states = states.join("→");
         Err(match transcript {
-            Some(text) => format!("heard {text:?} but no answer within {TURN_TIMEOUT:?} ({states})"),
+            Some(text) => {
+                format!("heard {text:?} but no answer within {TURN_TIMEOUT:?} ({states})")
+            }
             None => format!("no transcript within {TURN_TIMEOUT:?} ({states})"),
         })
     }
@@ -302,19 +312,29 @@ impl<'a> Feed<'a> {
 }
 
 impl TurnSample {
-    /// Splits a turn's latency into model compute and overhead using the provider timeline.
-    fn new(record: TurnRecord, timeline: &Timeline) -> Self {
+    /// Splits a turn's latency into model compute on the critical path and overhead, using the
+    /// provider timeline. A speculative transcription may start before the end-of-turn decision:
+    /// only its part after the decision counts.
+    fn new(record: TurnRecord, timeline: &Timeline, wer: f64) -> Self {
         let llm = timeline.llm.last();
         let stt = timeline
             .stt
             .iter()
             .rfind(|job| llm.is_none_or(|llm| job.started <= llm.started));
         let tts = timeline.tts.first();
-        let span = |job: Option<&crate::timing::Job>| {
-            job.and_then(|j| j.first.map(|first| first - j.started))
-        };
-        let stt_compute = span(stt);
-        let tts_compute = span(tts);
+        // The runner's clock: its first-token stamp and the wrapper's mark the same event.
+        let decided = llm
+            .and_then(|job| job.first)
+            .zip(record.llm_first_token)
+            .and_then(|(first, rel)| first.checked_sub(rel))
+            .map(|speech_end| speech_end + record.end_of_turn);
+        let stt_compute = stt.zip(decided).and_then(|(job, decided)| {
+            Some(
+                job.first?
+                    .saturating_duration_since(job.started.max(decided)),
+            )
+        });
+        let tts_compute = tts.and_then(|job| Some(job.first? - job.started));
         let llm_to_first_chunk = llm
             .zip(tts)
             .map(|(llm, tts)| tts.started.saturating_duration_since(llm.started));
@@ -337,6 +357,7 @@ impl TurnSample {
             tts_compute,
             overhead,
             record,
+            wer,
         }
     }
 }

@@ -24,7 +24,8 @@ pub enum BenchError {
 pub struct TurnSample {
     /// The agent's record.
     pub record: TurnRecord,
-    /// Speech-to-text compute: call → final transcript.
+    /// Speech-to-text compute after the end-of-turn decision (a speculative transcription
+    /// started earlier counts only from the decision): → final transcript.
     pub stt_compute: Option<Duration>,
     /// LLM compute to the first speakable chunk: call → first TTS call.
     pub llm_to_first_chunk: Option<Duration>,
@@ -32,6 +33,8 @@ pub struct TurnSample {
     pub tts_compute: Option<Duration>,
     /// First audio queued (end to end) minus the end-of-turn wait minus the three above.
     pub overhead: Option<Duration>,
+    /// Word error rate of the transcript against the question asked.
+    pub wer: f64,
 }
 
 /// A turn that gave no answer.
@@ -76,6 +79,13 @@ impl fmt::Display for PipelineReport {
             self.feed_speed,
             self.dropped_frames
         )?;
+        let wers: Vec<f64> = self.turns.iter().map(|t| t.wer).collect();
+        writeln!(
+            f,
+            "transcripts: mean WER {:.1}% against the questions asked ({} exact)",
+            100.0 * wers.iter().sum::<f64>() / wers.len().max(1) as f64,
+            wers.iter().filter(|&&w| w == 0.0).count()
+        )?;
         writeln!(f, "\n{}", header("stage (ms from end of user speech)"))?;
         let rows: [(&str, Vec<Duration>); 5] = [
             (
@@ -105,7 +115,10 @@ impl fmt::Display for PipelineReport {
                 "end-of-turn wait",
                 self.collect(|t| Some(t.record.end_of_turn)),
             ),
-            ("STT compute", self.collect(|t| t.stt_compute)),
+            (
+                "STT compute after the decision",
+                self.collect(|t| t.stt_compute),
+            ),
             ("LLM to first chunk", self.collect(|t| t.llm_to_first_chunk)),
             ("TTS first chunk", self.collect(|t| t.tts_compute)),
             ("pipeline overhead", self.collect(|t| t.overhead)),

@@ -50,6 +50,11 @@ pub struct AgentConfig {
     /// [`AgentSession::pull_frame`] stays silent, and a barge-in counts all the text sent so far
     /// as heard.
     pub speech_output: bool,
+    /// Speculative transcription (default on): when the person pauses, STT starts on the speech
+    /// so far while the end of the turn is still being decided, and its transcript is used if
+    /// no more speech came. Saves up to the VAD's confirmation silence per turn, at the cost of
+    /// transcribing again after mid-sentence pauses (worth turning off for paid STT services).
+    pub speculative_stt: bool,
 }
 
 impl Default for AgentConfig {
@@ -63,6 +68,7 @@ impl Default for AgentConfig {
             echo_guard: Duration::from_millis(250),
             listener_lag: Duration::ZERO,
             speech_output: true,
+            speculative_stt: true,
         }
     }
 }

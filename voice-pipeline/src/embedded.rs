@@ -102,7 +102,11 @@ impl EmbeddedStt<MoonshineStt> {
     pub fn load(store: &ModelStore) -> Result<Self, EmbeddedError> {
         let store = store.clone();
         let worker = start("moonshine", move || {
-            MoonshineStt::load_with_threads(&store, MODEL_THREADS)
+            MoonshineStt::load_with_threads(&store, MODEL_THREADS).map(|mut stt| {
+                // The first run sets ONNX Runtime up: not in a turn.
+                let _ = stt.transcribe(&[0.0; 16_000]);
+                stt
+            })
         })?;
         Ok(Self {
             name: "moonshine",
@@ -274,7 +278,9 @@ impl EmbeddedTts<PiperTts> {
     pub fn load(store: &ModelStore) -> Result<Self, EmbeddedError> {
         let store = store.clone();
         Self::spawn("piper", move || {
-            PiperTts::load_with_threads(&store, MODEL_THREADS).map(|tts| {
+            PiperTts::load_with_threads(&store, MODEL_THREADS).map(|mut tts| {
+                // The first run sets ONNX Runtime up (~600 ms against ~100 ms later): not in a turn.
+                let _ = tts.synthesize("Hello.");
                 let rate = tts.sample_rate();
                 (tts, rate)
             })

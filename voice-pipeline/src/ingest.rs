@@ -15,6 +15,9 @@ use crate::vad::{self, CHUNK_SAMPLES, SileroVad, VadConfig, VadError, VadEvent, 
 pub const MODEL_RATE: u32 = vad::SAMPLE_RATE;
 /// Events an ingest step machine holds before the oldest are dropped (they are polled every frame).
 const EVENT_CAPACITY: usize = 16;
+/// Silence within speech that makes a pause worth reporting ([`IngestEvent::PauseStarted`]):
+/// two VAD chunks, so a single quiet chunk inside a word does not count.
+pub const PAUSE_REPORT_AFTER: Duration = Duration::from_millis(64);
 
 /// What the listening side reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +26,16 @@ pub enum IngestEvent {
     SpeechStarted {
         /// Media time of the onset.
         at: Duration,
+    },
+    /// The person may be stopping: silence began inside speech at `at` and has lasted
+    /// [`PAUSE_REPORT_AFTER`], before the VAD confirms the end. A speculative transcription of
+    /// `audio` can start now; if the [`IngestEvent::SpeechEnded`] that follows has the same
+    /// `at`, no speech came in between and the turn's audio says the same.
+    PauseStarted {
+        /// Media time of the first silent chunk.
+        at: Duration,
+        /// The utterance so far at 16 kHz (pre-roll, speech and the pause's first chunks).
+        audio: Vec<f32>,
     },
     /// The person stopped speaking (VAD end) at this media time.
     SpeechEnded {
@@ -59,6 +72,11 @@ pub struct Ingest {
     /// 16 kHz samples processed by the VAD.
     position: u64,
     events: VecDeque<IngestEvent>,
+    /// VAD thresholds, to follow pauses the way the segmenter does.
+    speech_threshold: f32,
+    silence_threshold: f32,
+    /// Start of the silence run inside speech, and whether it was reported.
+    pause: Option<(u64, bool)>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -88,6 +106,9 @@ impl Ingest {
             turn_model,
             position: 0,
             events: VecDeque::with_capacity(EVENT_CAPACITY),
+            speech_threshold: vad_config.threshold,
+            silence_threshold: vad_config.negative_threshold,
+            pause: None,
         }
     }
 
@@ -124,6 +145,7 @@ impl Ingest {
             let probability = self.vad.probability(chunk)?;
             let now = samples_to_time(self.position);
             self.turn.push_audio(now, chunk);
+            self.follow_pause(probability);
             self.position += CHUNK_SAMPLES as u64;
             if let Some(event) = self.segmenter.push(probability) {
                 self.turn.push_vad(now, event);
@@ -143,6 +165,30 @@ impl Ingest {
         }
         self.pending.drain(..offset);
         Ok(())
+    }
+
+    /// Tracks silence inside speech (like the segmenter: a chunk between the thresholds neither
+    /// starts nor breaks it) and reports a pause once it lasts [`PAUSE_REPORT_AFTER`].
+    fn follow_pause(&mut self, probability: f32) {
+        if !self.segmenter.is_speaking() || probability >= self.speech_threshold {
+            self.pause = None;
+            return;
+        }
+        if probability < self.silence_threshold {
+            self.pause.get_or_insert((self.position, false));
+        }
+        let Some((since, reported)) = self.pause else {
+            return;
+        };
+        let lasted = samples_to_time(self.position + CHUNK_SAMPLES as u64 - since);
+        if !reported && lasted >= PAUSE_REPORT_AFTER {
+            self.pause = Some((since, true));
+            let audio = self.turn.utterance().to_vec();
+            self.emit(IngestEvent::PauseStarted {
+                at: samples_to_time(since),
+                audio,
+            });
+        }
     }
 
     /// The next event, oldest first.

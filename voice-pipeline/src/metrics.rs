@@ -93,3 +93,79 @@ pub fn record_turn(record: &TurnRecord) {
 pub fn record_dropped_frame() {
     counter!(AGENT_DROPPED_FRAMES_TOTAL).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString};
+
+    use super::*;
+    use crate::frame::TurnId;
+
+    /// Records which metrics were touched, as `name{label=value}`.
+    #[derive(Default)]
+    struct Touched(Mutex<Vec<String>>);
+
+    impl Touched {
+        fn note(&self, key: &Key) {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            self.0.lock().unwrap().push(name);
+        }
+    }
+
+    impl Recorder for Touched {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            self.note(key);
+            Counter::noop()
+        }
+        fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+            self.note(key);
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            self.note(key);
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn a_turn_records_each_latency_it_has_and_counts_itself() {
+        let touched = Touched::default();
+        let ms = Duration::from_millis;
+        let record = TurnRecord {
+            turn: TurnId(1),
+            reason: Some(crate::turn::TurnEndReason::SilenceTimeout),
+            end_of_turn: ms(350),
+            stt_final: Some(ms(500)),
+            llm_first_token: Some(ms(800)),
+            tts_first_audio: None,
+            first_frame_out: Some(ms(1_100)),
+            interrupted: true,
+            ..TurnRecord::default()
+        };
+        metrics::with_local_recorder(&touched, || {
+            record_turn(&record);
+            record_dropped_frame();
+        });
+        let touched = touched.0.into_inner().unwrap();
+        assert_eq!(
+            touched,
+            [
+                "dartmouth_turn_end_of_turn_seconds{}",
+                "dartmouth_turn_stt_final_seconds{}",
+                "dartmouth_turn_llm_first_token_seconds{}",
+                "dartmouth_turn_first_frame_out_seconds{}",
+                "dartmouth_turns_total{interrupted=true}",
+                "dartmouth_agent_dropped_frames_total{}",
+            ]
+        );
+    }
+}

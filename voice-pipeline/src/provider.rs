@@ -119,7 +119,7 @@ pub struct ToolSpec {
 }
 
 /// A call the model asked for.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {
     /// Provider-assigned call id, echoed back with the result.
     pub id: String,

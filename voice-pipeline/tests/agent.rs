@@ -162,6 +162,15 @@ impl Harness {
     }
 }
 
+/// An agent that answers in one short sentence, at the test's output rate.
+fn short_answers() -> AgentConfig {
+    AgentConfig {
+        output_rate: OUTPUT_RATE,
+        system_prompt: "You are a helpful assistant. Answer in one short sentence.".into(),
+        ..AgentConfig::default()
+    }
+}
+
 async fn transcribe(samples: &[i16]) -> String {
     let audio: Vec<f32> = samples.iter().map(|&s| i16_to_f32(s)).collect();
     let mut stream = providers()
@@ -181,11 +190,7 @@ fn rms(samples: &[i16]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoken_question_gets_a_spoken_answer_that_says_the_reply_text() {
     let _serial = SERIAL.lock().await;
-    let mut h = Harness::new(AgentConfig {
-        output_rate: OUTPUT_RATE,
-        system_prompt: "You are a helpful assistant. Answer in one short sentence.".into(),
-        ..AgentConfig::default()
-    });
+    let mut h = Harness::new(short_answers());
     h.say(&speech("What is the capital of France?")).await;
     h.silence_until(Duration::from_secs(90), |h| h.completed(1).is_some())
         .await;
@@ -447,5 +452,51 @@ async fn without_speech_output_the_answer_arrives_as_text_only() {
         dartmouth_voice::text::normalize_words(&last.content),
         "the chunks say the whole answer"
     );
+    h.session.stop().await;
+}
+
+/// Bad input: speech amplified 40× and clipped to full scale (a square-ish wave, as from an
+/// overdriven microphone). Defined behaviour: it is heard as speech and transcribed like any
+/// other turn (answered if it has words, ignored if not), nothing fails, and the next question
+/// is answered normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clipped_speech_is_handled_and_the_session_keeps_working() {
+    let _serial = SERIAL.lock().await;
+    let mut h = Harness::new(short_answers());
+    let clipped: Vec<i16> = speech("What is the capital of France?")
+        .iter()
+        .map(|&s| (i32::from(s) * 40).clamp(-32_768, 32_767) as i16)
+        .collect();
+    let full_scale = clipped
+        .iter()
+        .filter(|s| s.unsigned_abs() >= 32_767)
+        .count();
+    println!("{full_scale} of {} samples at full scale", clipped.len());
+    assert!(full_scale * 10 > clipped.len(), "heavily clipped");
+    h.say(&clipped).await;
+    // Settled: the clipped turn was answered, or judged to have no words.
+    let settled = |h: &Harness| {
+        h.completed(1).is_some()
+            || h.events
+                .iter()
+                .skip_while(|e| **e != AgentEvent::State(AgentState::Thinking))
+                .any(|e| *e == AgentEvent::State(AgentState::Listening))
+    };
+    h.silence_until(Duration::from_secs(90), settled).await;
+    assert!(settled(&h), "the clipped speech was heard and dealt with");
+    println!("clipped speech heard as {:?}", h.transcript(1));
+    let next = if h.completed(1).is_some() { 2 } else { 1 };
+    h.say(&speech("What is two plus two?")).await;
+    h.silence_until(Duration::from_secs(90), |h| h.completed(next).is_some())
+        .await;
+    let record = h.completed(next).expect("the next question was answered");
+    assert!(!record.answer.trim().is_empty());
+    let errors: Vec<_> = h
+        .events
+        .iter()
+        .filter(|e| matches!(e, AgentEvent::Error(_)))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(h.session.dropped_frames(), 0);
     h.session.stop().await;
 }

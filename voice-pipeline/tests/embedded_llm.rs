@@ -271,3 +271,35 @@ fn long_conversations_keep_the_system_prompt_and_the_latest_messages() {
 
     llm.set_options(defaults).unwrap();
 }
+
+#[test]
+fn answers_read_from_a_cached_prompt_start_match_answers_read_whole() {
+    let mut llm = llm();
+    let answer = |llm: &mut EmbeddedLlm, messages: &[ChatMessage]| {
+        let mut text = String::new();
+        let stats = llm
+            .generate(messages, 24, &mut |piece| {
+                text.push_str(piece);
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        (text, stats)
+    };
+    let first = question("What is the capital of France?");
+    let mut second = first.clone();
+    second.push(ChatMessage::assistant("Paris."));
+    second.push(ChatMessage::user("And of Italy?"));
+    let other = question("How many days are in a week?");
+    let mut cold = Vec::new();
+    for messages in [&first, &second, &other] {
+        llm.clear_prefix_cache();
+        cold.push(answer(&mut llm, messages));
+    }
+    llm.clear_prefix_cache();
+    for (messages, (cold_text, cold_stats)) in [&first, &second, &other].into_iter().zip(&cold) {
+        let (warm_text, warm_stats) = answer(&mut llm, messages);
+        report("cold", cold_stats);
+        report("warm", &warm_stats);
+        assert_eq!(&warm_text, cold_text, "same answer from the cached prefix");
+    }
+}

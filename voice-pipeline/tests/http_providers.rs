@@ -294,6 +294,64 @@ async fn anthropic_assembles_tool_use_blocks() {
     assert!(matches!(events.last(), Some(LlmEvent::Done(_))));
 }
 
+/// The conversation after a weather tool ran: the assistant's calls, then their results.
+fn after_tools(calls: &[(&str, &str)]) -> LlmRequest {
+    let mut req = request();
+    req.tools = vec![weather_tool()];
+    req.messages.push(ChatMessage::assistant_tool_calls(
+        "",
+        calls
+            .iter()
+            .map(|(id, city)| dartmouth_voice::provider::ToolCall {
+                id: id.to_string(),
+                name: "get_weather".into(),
+                arguments: format!(r#"{{"city":"{city}"}}"#),
+            })
+            .collect(),
+    ));
+    for (id, city) in calls {
+        req.messages
+            .push(ChatMessage::tool_result(*id, format!("sunny in {city}")));
+    }
+    req
+}
+
+#[tokio::test]
+async fn openai_tool_results_go_back_as_tool_messages() {
+    let server = MockServer::start().await;
+    let req = after_tools(&[("call_1", "Oslo")]);
+    let events =
+        collect(openai(&server, "tool-result").stream(req, CancellationToken::new())).await;
+    assert_eq!(
+        tokens(&events).concat(),
+        "It is sunny in Oslo.",
+        "{events:?}"
+    );
+    // Without the result the server refuses the conversation, as OpenAI does.
+    let mut bare = after_tools(&[("call_1", "Oslo")]);
+    bare.messages.pop();
+    let events =
+        collect(openai(&server, "tool-result").stream(bare, CancellationToken::new())).await;
+    assert!(matches!(
+        single_error(&events),
+        ProviderError::Http { status: 400, .. }
+    ));
+}
+
+#[tokio::test]
+async fn anthropic_tool_results_go_back_as_tool_result_blocks() {
+    let server = MockServer::start().await;
+    let req = after_tools(&[("toolu_01", "Oslo"), ("toolu_02", "Rome")]);
+    let events =
+        collect(anthropic(&server, "claude-tool-result").stream(req, CancellationToken::new()))
+            .await;
+    assert_eq!(
+        tokens(&events).concat(),
+        "sunny in Oslo and sunny in Rome",
+        "both results in one user message: {events:?}"
+    );
+}
+
 #[tokio::test]
 async fn anthropic_error_event_and_bad_key_are_http_errors() {
     let server = MockServer::start().await;

@@ -40,6 +40,10 @@ const TICK: Duration = Duration::from_millis(20);
 const BARGE_IN_TRANSCRIPT_LIMIT: Duration = Duration::from_secs(10);
 /// Largest TTS chunk resampled in one call (samples).
 const TTS_BLOCK: usize = 4_096;
+/// Silence kept after the end of speech in the audio sent to STT. The turn's audio runs up to
+/// the end-of-turn decision; Moonshine returns nothing for a short question followed by 1.5 s of
+/// silence ("What is two plus two?" from espeak-ng), so the rest is cut.
+const STT_TAIL: Duration = Duration::from_millis(200);
 
 /// A transcription in progress for the latest user utterance.
 struct Listening {
@@ -49,6 +53,14 @@ struct Listening {
     /// Instant the user stopped speaking (decision instant minus the end-of-turn wait).
     speech_end: Instant,
     end_of_turn: Duration,
+}
+
+/// A transcription started at a pause, before the end of the turn was decided.
+struct Speculation {
+    /// Media time the pause began.
+    at: Duration,
+    cancel: CancellationToken,
+    stream: EventStream<SttEvent>,
 }
 
 /// The agent's answer in progress or playing.
@@ -89,6 +101,9 @@ pub(super) struct Runner {
     events: mpsc::Sender<AgentEvent>,
     turn: TurnId,
     listening: Option<Listening>,
+    speculation: Option<Speculation>,
+    /// Media time of the latest end of speech the VAD reported.
+    last_speech_end: Option<Duration>,
     answer: Option<Answer>,
     barge_in: Option<Instant>,
     /// The speech that started the pending barge-in has ended (its transcript decides).
@@ -113,6 +128,8 @@ impl Runner {
             events,
             turn: TurnId(0),
             listening: None,
+            speculation: None,
+            last_speech_end: None,
             answer: None,
             barge_in: None,
             barge_in_speech_ended: false,
@@ -162,6 +179,7 @@ impl Runner {
         if let Some(listening) = self.listening.take() {
             listening.cancel.cancel();
         }
+        self.drop_speculation();
         if let Some(answer) = self.answer.take() {
             answer.cancel.cancel();
         }
@@ -194,9 +212,14 @@ impl Runner {
         match event {
             IngestEvent::SpeechStarted { .. } => {
                 self.barge_in_speech_ended = false;
+                self.drop_speculation();
                 self.on_speech_started();
             }
-            IngestEvent::SpeechEnded { .. } => self.barge_in_speech_ended = self.barge_in.is_some(),
+            IngestEvent::PauseStarted { at, audio } => self.speculate(at, audio),
+            IngestEvent::SpeechEnded { at } => {
+                self.last_speech_end = Some(at);
+                self.barge_in_speech_ended = self.barge_in.is_some();
+            }
             IngestEvent::TurnEnded(end) => self.on_turn_ended(end),
         }
     }
@@ -220,13 +243,47 @@ impl Runner {
         self.emit(AgentEvent::State(AgentState::Interrupted));
     }
 
+    /// Starts transcribing the speech so far at a pause (replacing an older speculation).
+    fn speculate(&mut self, at: Duration, audio: Vec<f32>) {
+        self.drop_speculation();
+        if !self.config.speculative_stt {
+            return;
+        }
+        let cancel = CancellationToken::new();
+        let stream = self.providers.stt.transcribe(audio.into(), cancel.clone());
+        self.speculation = Some(Speculation { at, cancel, stream });
+    }
+
+    fn drop_speculation(&mut self) {
+        if let Some(speculation) = self.speculation.take() {
+            speculation.cancel.cancel();
+        }
+    }
+
     fn on_turn_ended(&mut self, end: TurnEnd) {
         if let Some(previous) = self.listening.take() {
             previous.cancel.cancel();
         }
-        let cancel = CancellationToken::new();
-        let audio: Arc<[f32]> = end.audio.into();
-        let stream = self.providers.stt.transcribe(audio, cancel.clone());
+        // The speculation heard the same speech if the pause it started at is the turn's end.
+        let speculated = self.speculation.take_if(|s| {
+            end.reason != TurnEndReason::MaxDuration && Some(s.at) == self.last_speech_end
+        });
+        self.drop_speculation();
+        let (cancel, stream) = match speculated {
+            Some(speculation) => (speculation.cancel, speculation.stream),
+            None => {
+                let cancel = CancellationToken::new();
+                let mut audio = end.audio;
+                let trailing = end
+                    .decided_at
+                    .saturating_sub(end.speech_end)
+                    .saturating_sub(STT_TAIL);
+                let cut = (trailing.as_secs_f64() * f64::from(crate::ingest::MODEL_RATE)) as usize;
+                audio.truncate(audio.len().saturating_sub(cut));
+                let stream = self.providers.stt.transcribe(audio.into(), cancel.clone());
+                (cancel, stream)
+            }
+        };
         let end_of_turn = end.decided_at.saturating_sub(end.speech_end);
         self.listening = Some(Listening {
             cancel,

@@ -7,8 +7,12 @@
 //! [`LlmEvent::ToolCall`] at its `content_block_stop`; `message_start`/`message_delta` usage goes
 //! into [`LlmEvent::Done`] at `message_stop`; an `error` event becomes [`ProviderError::Http`]
 //! with the status Anthropic documents for its type (e.g. `overloaded_error` → 529); `ping` and
-//! unknown events are ignored. [`ChatMessage`] has no tool role yet, so tool results cannot be
-//! sent back as `tool_result` blocks.
+//! unknown events are ignored.
+//!
+//! Tool round trips: an assistant message with tool calls goes out as content blocks (its text,
+//! then one `tool_use` block per call with the arguments parsed as the `input` object), and
+//! tool results as `tool_result` blocks in a `user` message (consecutive results share one, as
+//! the API requires).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -109,7 +113,80 @@ struct Body<'a> {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    content: WireContent<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireContent<'a> {
+    Text(&'a str),
+    Blocks(Vec<WireBlock<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireBlock<'a> {
+    Text {
+        text: &'a str,
+    },
+    ToolUse {
+        id: &'a str,
+        name: &'a str,
+        input: serde_json::Value,
+    },
+    ToolResult {
+        tool_use_id: &'a str,
+        content: &'a str,
+    },
+}
+
+/// The non-system messages in the API's shape.
+fn wire_messages(messages: &[ChatMessage]) -> Vec<WireMessage<'_>> {
+    let mut out: Vec<WireMessage<'_>> = Vec::new();
+    for m in messages.iter().filter(|m| m.role != Role::System) {
+        match m.role {
+            Role::Tool => {
+                let block = WireBlock::ToolResult {
+                    tool_use_id: m.tool_call_id.as_deref().unwrap_or_default(),
+                    content: &m.content,
+                };
+                // Results of one round of calls go back together in one user message.
+                if let Some(WireMessage {
+                    role: "user",
+                    content: WireContent::Blocks(blocks),
+                }) = out.last_mut()
+                    && matches!(blocks.last(), Some(WireBlock::ToolResult { .. }))
+                {
+                    blocks.push(block);
+                } else {
+                    out.push(WireMessage {
+                        role: "user",
+                        content: WireContent::Blocks(vec![block]),
+                    });
+                }
+            }
+            _ if !m.tool_calls.is_empty() => {
+                let text = (!m.content.is_empty()).then_some(WireBlock::Text { text: &m.content });
+                let calls = m.tool_calls.iter().map(|call| WireBlock::ToolUse {
+                    id: &call.id,
+                    name: &call.name,
+                    input: serde_json::from_str::<serde_json::Value>(&call.arguments)
+                        .ok()
+                        .filter(serde_json::Value::is_object)
+                        .unwrap_or_else(|| serde_json::json!({})),
+                });
+                out.push(WireMessage {
+                    role: m.role.as_str(),
+                    content: WireContent::Blocks(text.into_iter().chain(calls).collect()),
+                });
+            }
+            _ => out.push(WireMessage {
+                role: m.role.as_str(),
+                content: WireContent::Text(&m.content),
+            }),
+        }
+    }
+    out
 }
 
 #[derive(Serialize)]
@@ -134,15 +211,7 @@ fn body<'a>(config: &'a HttpProviderConfig, request: &'a LlmRequest) -> Body<'a>
             DEFAULT_MAX_TOKENS
         },
         system: (!system.is_empty()).then(|| system.join("\n\n")),
-        messages: request
-            .messages
-            .iter()
-            .filter(|m| m.role != Role::System)
-            .map(|m: &ChatMessage| WireMessage {
-                role: m.role.as_str(),
-                content: &m.content,
-            })
-            .collect(),
+        messages: wire_messages(&request.messages),
         stream: true,
         temperature: request.temperature,
         tools: request

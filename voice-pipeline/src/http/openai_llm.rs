@@ -7,9 +7,10 @@
 //! Usage, when the server reports it (`stream_options.include_usage`), goes into
 //! [`LlmEvent::Done`].
 //!
-//! Messages map by role (`system`, `user`, `assistant`). [`ChatMessage`] has no tool role or
-//! tool-call fields yet, so tool results cannot be sent back in the OpenAI `tool` shape; callers
-//! put them in a `user` or `system` message meanwhile.
+//! Messages map by role (`system`, `user`, `assistant`, `tool`). An assistant message's tool
+//! calls go out as `tool_calls` (`{id, type: "function", function: {name, arguments}}`, content
+//! `null` when it said nothing), and a tool result as `{role: "tool", tool_call_id, content}`, so
+//! a conversation can continue after the tools ran.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -111,7 +112,25 @@ struct StreamOptions {
 #[derive(Serialize)]
 struct WireMessage<'a> {
     role: &'static str,
-    content: &'a str,
+    /// `null` only for an assistant message that just calls tools.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    r#type: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
 }
 
 #[derive(Serialize)]
@@ -142,9 +161,23 @@ fn body<'a>(config: &'a HttpProviderConfig, request: &'a LlmRequest) -> Body<'a>
 }
 
 fn wire_message(m: &ChatMessage) -> WireMessage<'_> {
+    let calls_only = !m.tool_calls.is_empty() && m.content.is_empty();
     WireMessage {
         role: m.role.as_str(),
-        content: &m.content,
+        content: (!calls_only).then_some(m.content.as_str()),
+        tool_calls: m
+            .tool_calls
+            .iter()
+            .map(|call| WireToolCall {
+                id: &call.id,
+                r#type: "function",
+                function: WireFunction {
+                    name: &call.name,
+                    arguments: &call.arguments,
+                },
+            })
+            .collect(),
+        tool_call_id: m.tool_call_id.as_deref(),
     }
 }
 

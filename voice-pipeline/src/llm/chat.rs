@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use crate::provider::ToolCall;
+
 /// The system prompt SmolLM2's template inserts when a conversation has none.
 pub const DEFAULT_SYSTEM_PROMPT: &str =
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
@@ -26,6 +28,9 @@ pub enum Role {
     User,
     /// The agent.
     Assistant,
+    /// The result of a tool call the assistant asked for ([`ChatMessage::tool_call_id`] names
+    /// the call).
+    Tool,
 }
 
 impl Role {
@@ -35,6 +40,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -50,8 +56,12 @@ impl fmt::Display for Role {
 pub struct ChatMessage {
     /// Who wrote it.
     pub role: Role,
-    /// What was said.
+    /// What was said (for a tool message: the result, usually JSON text).
     pub content: String,
+    /// Calls the assistant asked for in this message (assistant messages only).
+    pub tool_calls: Vec<ToolCall>,
+    /// The call this message answers (tool messages only).
+    pub tool_call_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -60,6 +70,8 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
 
@@ -76,6 +88,22 @@ impl ChatMessage {
     /// An assistant message.
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::new(Role::Assistant, content)
+    }
+
+    /// An assistant message that asks for tool calls (with any text said alongside).
+    pub fn assistant_tool_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::new(Role::Assistant, content)
+        }
+    }
+
+    /// The result of the tool call `call_id`, to send back to the model.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new(Role::Tool, content)
+        }
     }
 }
 

@@ -37,13 +37,15 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::gguf_file;
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use candle_transformers::models::quantized_llama::ModelWeights;
 use dartmouth_models::{Asset, ModelStore};
 use tokenizers::Tokenizer;
 
 pub use super::chat::{ChatMessage, Role};
 use super::chat::{IM_END, IM_START, with_default_system};
 use super::gguf::{build_tokenizer, requantise};
+pub use super::options::LlmOptions;
+use super::prefix_cache::PrefixCache;
 use super::stream::{TokenBytes, Utf8Stream};
 
 /// What can go wrong while loading or running the embedded LLM.
@@ -83,63 +85,6 @@ pub enum LlmError {
     Inference(#[from] candle_core::Error),
 }
 
-/// How the embedded model samples and how much context it keeps.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmOptions {
-    /// Sampling temperature; 0 picks the most likely token (greedy, deterministic).
-    pub temperature: f64,
-    /// Nucleus sampling threshold when sampling with a temperature; `None` samples from all.
-    pub top_p: Option<f64>,
-    /// Seed of the sampler; every `generate` call restarts from it.
-    pub seed: u64,
-    /// Penalty on tokens the answer already used (1.0 turns it off).
-    pub repeat_penalty: f32,
-    /// How many of the latest generated tokens the repeat penalty looks at.
-    pub repeat_last_n: usize,
-    /// Prompt plus answer, in tokens (at most 4096, candle's rotary table).
-    pub context_limit: usize,
-}
-
-impl Default for LlmOptions {
-    fn default() -> Self {
-        Self {
-            temperature: 0.0,
-            top_p: None,
-            seed: 299_792_458,
-            repeat_penalty: 1.1,
-            repeat_last_n: 64,
-            context_limit: 2048,
-        }
-    }
-}
-
-impl LlmOptions {
-    fn validate(&self) -> Result<(), LlmError> {
-        let bad = |what: String| Err(LlmError::InvalidOption(what));
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!("temperature {} must be ≥ 0", self.temperature));
-        }
-        if let Some(p) = self.top_p
-            && !(p > 0.0 && p <= 1.0)
-        {
-            return bad(format!("top_p {p} must be in (0, 1]"));
-        }
-        if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return bad(format!(
-                "repeat_penalty {} must be > 0",
-                self.repeat_penalty
-            ));
-        }
-        if !(MIN_CONTEXT..=MAX_SEQ_LEN).contains(&self.context_limit) {
-            return bad(format!(
-                "context_limit {} must be in {MIN_CONTEXT}..={MAX_SEQ_LEN}",
-                self.context_limit
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// Sizes candle's process-wide CPU thread pool (the `CANDLE_NUM_THREADS` variable) for every
 /// model loaded afterwards. It has no effect once a model has run.
 ///
@@ -153,7 +98,7 @@ pub unsafe fn set_cpu_threads(threads: usize) {
 }
 
 /// The smallest context that holds a system prompt, a question and an answer.
-const MIN_CONTEXT: usize = 64;
+pub(super) const MIN_CONTEXT: usize = 64;
 
 /// Why generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +148,8 @@ impl GenerationStats {
 struct Prompt {
     ids: Vec<u32>,
     dropped_messages: usize,
+    /// Tokens of the pinned first (system) message at the start of `ids`.
+    pinned_len: usize,
 }
 
 /// Which end of a message survives when it alone is too long.
@@ -227,6 +174,7 @@ pub struct EmbeddedLlm {
     newline: Vec<u32>,
     options: LlmOptions,
     device: Device,
+    prefixes: PrefixCache,
 }
 
 impl std::fmt::Debug for EmbeddedLlm {
@@ -290,6 +238,7 @@ impl EmbeddedLlm {
             newline: Vec::new(),
             options,
             device,
+            prefixes: PrefixCache::default(),
         };
         llm.newline = llm.encode_plain("\n")?;
         tracing::info!(
@@ -310,6 +259,11 @@ impl EmbeddedLlm {
         options.validate()?;
         self.options = options;
         Ok(())
+    }
+
+    /// Forgets the prompt snapshots (see [`super::prefix_cache`]): the next prompt is read whole.
+    pub fn clear_prefix_cache(&mut self) {
+        self.prefixes = PrefixCache::default();
     }
 
     /// The tokenizer (special tokens such as `<|im_start|>` are recognised in text).
@@ -378,6 +332,7 @@ impl EmbeddedLlm {
                 kept = 1;
             }
         }
+        let pinned_len = head.len();
         let mut ids = head;
         match last_cut {
             Some(cut) => ids.extend(cut),
@@ -389,6 +344,7 @@ impl EmbeddedLlm {
         Ok(Prompt {
             ids,
             dropped_messages: bodies.len() - kept,
+            pinned_len,
         })
     }
 
@@ -435,7 +391,8 @@ impl EmbeddedLlm {
     ///
     /// Stops at the end of the assistant's turn, after `max_tokens` tokens, when the context is
     /// full, or as soon as `on_token` returns `ControlFlow::Break` (no further token is
-    /// computed). Each call starts from a fresh attention cache.
+    /// computed). The prompt is read from the longest snapshot of an earlier prompt's start
+    /// (see [`super::prefix_cache`]): the same answer as reading it all, up to float rounding.
     pub fn generate(
         &mut self,
         messages: &[ChatMessage],
@@ -466,8 +423,8 @@ impl EmbeddedLlm {
         let mut sampler = LogitsProcessor::from_sampling(self.options.seed, self.sampling());
         let mut text = Utf8Stream::default();
         let mut generated: Vec<u32> = Vec::new();
+        let mut logits = self.prefill(&prompt)?;
         let mut pos = prompt.ids.len();
-        let mut logits = self.forward(&prompt.ids, 0)?;
         stats.stop = loop {
             let next = self.sample(&mut sampler, &logits, &generated)?;
             stats
@@ -500,6 +457,28 @@ impl EmbeddedLlm {
         stats.generated_tokens = generated.len();
         stats.total = start.elapsed();
         Ok(stats)
+    }
+
+    /// Reads the prompt, starting from the longest cached snapshot of its beginning; snapshots
+    /// the system message and the whole prompt for later calls. Returns the last logits.
+    fn prefill(&mut self, prompt: &Prompt) -> Result<Tensor, LlmError> {
+        let ids = &prompt.ids;
+        let mut pos = match self.prefixes.lookup(ids) {
+            Some((len, model)) => {
+                self.model = model;
+                len
+            }
+            None => 0,
+        };
+        let pinned = prompt.pinned_len;
+        if pos < pinned && pinned < ids.len() && !self.prefixes.contains(&ids[..pinned]) {
+            self.forward(&ids[pos..pinned], pos)?;
+            self.prefixes.insert(&ids[..pinned], &self.model);
+            pos = pinned;
+        }
+        let logits = self.forward(&ids[pos..], pos)?;
+        self.prefixes.insert(ids, &self.model);
+        Ok(logits)
     }
 
     /// Runs the model on `ids` at position `pos` inside candle's CPU thread pool (its workers
@@ -560,6 +539,7 @@ fn newest_that_fit(lengths: impl DoubleEndedIterator<Item = usize>, room: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
 
     #[test]
     fn newest_messages_fill_the_room() {

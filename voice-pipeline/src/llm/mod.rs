@@ -4,6 +4,8 @@
 pub mod chat;
 pub mod embedded;
 mod gguf;
+mod options;
+mod prefix_cache;
 mod stream;
 
 pub use chat::{ChatMessage, Role};

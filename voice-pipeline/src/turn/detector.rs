@@ -141,6 +141,11 @@ impl EndOfTurn {
         self.capacity
     }
 
+    /// The utterance so far (pre-roll and speech up to the latest audio); empty between turns.
+    pub fn utterance(&self) -> &[f32] {
+        if self.in_turn() { &self.buffer } else { &[] }
+    }
+
     /// Samples buffered now (the utterance in a turn, recent audio otherwise).
     pub fn buffered_samples(&self) -> usize {
         self.buffer.len()

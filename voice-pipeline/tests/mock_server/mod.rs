@@ -231,6 +231,41 @@ async fn chat(State(observed): State<Arc<Observed>>, headers: HeaderMap, body: B
             }
             sse_response(split_body(tool_stream()))
         }
+        // A conversation that continues after a tool ran: the assistant's call in the OpenAI
+        // shape, then the result as a `tool` message naming the call; the answer quotes it.
+        "tool-result" => {
+            let messages = request["messages"].as_array().cloned().unwrap_or_default();
+            let call = messages
+                .iter()
+                .position(|m| m["role"] == "assistant" && m["tool_calls"].is_array());
+            let shaped = call.is_some_and(|i| {
+                let call = &messages[i]["tool_calls"][0];
+                let result = &messages[i + 1..];
+                messages[i].get("content").is_some_and(Value::is_null)
+                    && call["id"] == "call_1"
+                    && call["type"] == "function"
+                    && call["function"]["name"] == "get_weather"
+                    && call["function"]["arguments"].is_string()
+                    && result.first().is_some_and(|r| {
+                        r["role"] == "tool"
+                            && r["tool_call_id"] == "call_1"
+                            && r["content"].is_string()
+                    })
+            });
+            if !shaped {
+                return openai_error(
+                    StatusCode::BAD_REQUEST,
+                    "expected an assistant tool_calls message followed by its tool result",
+                );
+            }
+            let result = messages
+                .iter()
+                .find(|m| m["role"] == "tool")
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            sse_response(split_body(text_stream(&["It is ", &result, "."])))
+        }
         "error500" => error_json(
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"error": {"message": SERVER_ERROR, "type": "server_error", "param": null, "code": null}}),
@@ -382,6 +417,49 @@ async fn messages(headers: HeaderMap, body: Bytes) -> Response {
                 );
             }
             sse_response(split_body(anthropic_stream(&["Let me check."], true)))
+        }
+        // Tool results as `tool_result` blocks in one user message after the `tool_use` blocks.
+        "claude-tool-result" => {
+            let uses = messages
+                .iter()
+                .position(|m| m["role"] == "assistant" && m["content"].is_array());
+            let ids = |m: &Value, kind: &str, field: &str| -> Vec<String> {
+                m["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b["type"] == kind)
+                    .filter_map(|b| b[field].as_str().map(str::to_string))
+                    .collect()
+            };
+            let shaped = uses.is_some_and(|i| {
+                let asked = ids(&messages[i], "tool_use", "id");
+                let inputs_are_objects = messages[i]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|b| b["type"] == "tool_use")
+                    .all(|b| b["input"].is_object());
+                messages.get(i + 1).is_some_and(|r| {
+                    r["role"] == "user" && ids(r, "tool_result", "tool_use_id") == asked
+                }) && inputs_are_objects
+                    && !asked.is_empty()
+            });
+            if !shaped {
+                return anthropic_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "tool_use ids must be answered by tool_result blocks in the next user message",
+                );
+            }
+            let results: Vec<String> = messages
+                .iter()
+                .flat_map(|m| m["content"].as_array().cloned().unwrap_or_default())
+                .filter(|b| b["type"] == "tool_result")
+                .filter_map(|b| b["content"].as_str().map(str::to_string))
+                .collect();
+            let answer = results.join(" and ");
+            sse_response(split_body(anthropic_stream(&[&answer], false)))
         }
         "claude-overloaded" => {
             let mut s = anthropic_event(
