@@ -71,7 +71,7 @@ enum Command {
         /// Answer WAV.
         #[arg(long, value_name = "WAV", default_value = "answer.wav")]
         out: PathBuf,
-        /// Feed the audio as fast as the pipeline takes it instead of in real time.
+        /// Feed the audio at twice real time instead of in real time.
         #[arg(long)]
         fast: bool,
         /// Speech to text engine.
@@ -95,6 +95,15 @@ enum Command {
         /// Which suite.
         #[arg(value_enum)]
         suite: BenchSuite,
+        /// Turns to measure (pipeline: default 50; webrtc: default 20).
+        #[arg(long)]
+        turns: Option<usize>,
+        /// Pipeline: barge-in turns measured for the reaction time (default 5).
+        #[arg(long)]
+        barge_ins: Option<usize>,
+        /// Pipeline: do not start STT speculatively at pauses.
+        #[arg(long)]
+        no_speculative_stt: bool,
     },
     /// Manage the embedded model files.
     Models {
@@ -212,7 +221,19 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 system_prompt,
             },
         )?,
-        Command::Bench { suite } => bench(suite, &store, &config)?,
+        Command::Bench {
+            suite,
+            turns,
+            barge_ins,
+            no_speculative_stt,
+        } => {
+            let options = BenchOptions {
+                turns,
+                barge_ins,
+                speculative_stt: !no_speculative_stt,
+            };
+            bench(suite, &store, &config, &options)?
+        }
         Command::Models { command } => match command {
             ModelsCommand::Fetch { only } => models_cmd::fetch(&store, &only)?,
             ModelsCommand::List => {
@@ -250,14 +271,25 @@ fn platform(config: Config) -> anyhow::Result<()> {
     })
 }
 
+/// Command-line options of `dartmouth bench`.
+struct BenchOptions {
+    turns: Option<usize>,
+    barge_ins: Option<usize>,
+    speculative_stt: bool,
+}
+
 fn bench(
     suite: BenchSuite,
     store: &dartmouth_models::ModelStore,
     config: &Config,
+    cli: &BenchOptions,
 ) -> anyhow::Result<()> {
     match suite {
         BenchSuite::Pipeline => runtime()?.block_on(async {
-            let options = dartmouth_benches::pipeline::PipelineBenchOptions::default();
+            let mut options = dartmouth_benches::pipeline::PipelineBenchOptions::default();
+            options.turns = cli.turns.unwrap_or(options.turns);
+            options.barge_ins = cli.barge_ins.unwrap_or(options.barge_ins);
+            options.speculative_stt = cli.speculative_stt;
             let report = dartmouth_benches::pipeline::run(store, &options).await?;
             println!("{report}");
             anyhow::Ok(())
@@ -273,7 +305,10 @@ fn bench(
             runtime()?.block_on(async {
                 let report = dartmouth_tests::bench::run_webrtc(
                     std::sync::Arc::new(agents),
-                    dartmouth_tests::bench::WebrtcBenchOptions::default(),
+                    dartmouth_tests::bench::WebrtcBenchOptions {
+                        turns: cli.turns.unwrap_or(20),
+                        ..Default::default()
+                    },
                 )
                 .await;
                 println!("{report}");
