@@ -24,6 +24,9 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::forward::SeqTsRewriter;
+use sdp::{audio_lines, sdp_error_summary};
+
+mod sdp;
 
 /// A peer (or an in-process participant) of the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -309,12 +312,7 @@ impl MediaCore {
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| PeerError::Rejected(e.to_string()))?;
-        let pt = peer.rtc.writer(mid).and_then(|w| {
-            w.payload_params()
-                .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                .map(|p| p.pt())
-        });
-        if let Some(pt) = pt {
+        if let Some(pt) = sdp::opus_pt(&mut peer.rtc, mid) {
             let mut rewriter = SeqTsRewriter::new();
             rewriter.switch_source(source.0, OPUS_FRAME_TICKS);
             let taken = peer.slots.iter().any(|s| s.source == Some(source));
@@ -599,80 +597,6 @@ impl MediaCore {
         self.next_id += 1;
         id
     }
-}
-
-/// The audio m-lines of an accepted offer: the one the peer publishes on, and those it can
-/// receive on (with the Opus payload type to send).
-fn audio_lines(rtc: &mut Rtc, answer_sdp: &str) -> (Option<Mid>, Vec<Slot>) {
-    let mut publish = None;
-    let mut slots = Vec::new();
-    for mid in answer_mids(answer_sdp) {
-        let Some(media) = rtc.media(mid) else {
-            continue;
-        };
-        if media.kind() != MediaKind::Audio {
-            continue;
-        }
-        let direction = media.direction();
-        let Some(pt) = rtc.writer(mid).and_then(|w| {
-            w.payload_params()
-                .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-                .map(|p| p.pt())
-        }) else {
-            continue;
-        };
-        if matches!(direction, Direction::RecvOnly | Direction::SendRecv) && publish.is_none() {
-            publish = Some(mid);
-        }
-        if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
-            slots.push(Slot {
-                mid,
-                pt,
-                source: None,
-                rewriter: SeqTsRewriter::new(),
-            });
-        }
-    }
-    (publish, slots)
-}
-
-/// The `a=mid:` values of audio m-lines that were accepted (non-zero port).
-fn answer_mids(sdp: &str) -> Vec<Mid> {
-    let mut mids = Vec::new();
-    let mut in_accepted_audio = false;
-    for line in sdp.lines() {
-        if let Some(rest) = line.strip_prefix("m=") {
-            in_accepted_audio = rest.starts_with("audio ") && !rest.starts_with("audio 0 ");
-        } else if let Some(mid) = line.strip_prefix("a=mid:")
-            && in_accepted_audio
-        {
-            mids.push(Mid::from(mid.trim()));
-        }
-    }
-    mids
-}
-
-/// A parser error as one short line, without the parser's internals (memory offsets).
-fn sdp_error_summary(error: &str) -> String {
-    let mut summary: String = error
-        .lines()
-        .map(|line| match line.find(" at PointerOffset") {
-            Some(i) => &line[..i],
-            None => line,
-        })
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ");
-    if summary.len() > 160 {
-        let mut cut = 160;
-        while !summary.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        summary.truncate(cut);
-        summary.push('…');
-    }
-    summary
 }
 
 /// Opus clock rate, for callers building RTP times.
