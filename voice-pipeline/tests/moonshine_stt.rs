@@ -106,3 +106,27 @@ fn audio_over_64_seconds_is_refused() {
         "{result:?}"
     );
 }
+
+#[test]
+fn a_short_question_is_not_decoded_to_nothing() {
+    // Moonshine used to end these before their first word (an empty transcript, no answer).
+    let voice = dartmouth_voice::tts::espeak::EspeakTts::new("en-us").expect("espeak-ng");
+    for question in ["Name a fruit that is yellow.", "What animal says moo?"] {
+        let speech: Vec<f32> = voice
+            .synthesize(question)
+            .expect("speech")
+            .iter()
+            .map(|s| f32::from(*s) / 32768.0)
+            .collect();
+        let audio =
+            dartmouth_voice::resample::resample_all(&speech, voice.sample_rate(), 16_000).unwrap();
+        let text = stt().transcribe(&audio).expect("transcribes");
+        // Words, roughly the right ones (espeak-ng's "moo" is hard: "woo"), never nothing.
+        let words = dartmouth_voice::text::normalize_words(&text);
+        assert!(words.len() >= 3, "{question:?} was heard as {text:?}");
+        assert!(
+            word_error_rate(question, &text) <= 0.75,
+            "{question:?} was heard as {text:?}"
+        );
+    }
+}

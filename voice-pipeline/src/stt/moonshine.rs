@@ -28,6 +28,9 @@ pub const SAMPLE_RATE: u32 = 16_000;
 pub const MIN_SAMPLES: usize = 1_600;
 /// Longest input the model was trained for (64 s); longer input is an error, segment it first.
 pub const MAX_SAMPLES: usize = 64 * SAMPLE_RATE as usize;
+/// Audio at least this long (seconds) is not allowed to decode to nothing (see `generate`); shorter
+/// sounds (a cough judged during barge-in) may still come out empty.
+const MIN_SPEECH_FOR_WORDS: f32 = 0.9;
 /// Upper bound on generated tokens per second of audio (Moonshine's reference uses 6.5).
 pub const MAX_TOKENS_PER_SECOND: f32 = 6.5;
 /// Token budget floor, so sub-second utterances still have room for a word or two.
@@ -159,6 +162,7 @@ impl MoonshineStt {
         }
 
         let mut tokens = Vec::with_capacity(budget);
+        let mut logits_buf: Vec<f32> = Vec::new();
         let mut last = START_TOKEN;
         for step in 0..budget {
             let use_cache = step > 0;
@@ -185,7 +189,18 @@ impl MoonshineStt {
                     "decoder logits of shape {shape:?}"
                 )));
             }
-            let next = argmax(&logits[logits.len() - vocab..]) as i64;
+            let step_logits = &mut logits_buf;
+            step_logits.clear();
+            step_logits.extend_from_slice(&logits[logits.len() - vocab..]);
+            // Moonshine sometimes ends a short, clearly spoken utterance before its first word
+            // ("Name a fruit that is yellow." → ""). Speech reaches the recogniser only after voice
+            // activity detection, so an immediate end is a decoding miss: take the best word.
+            if step == 0 && seconds >= MIN_SPEECH_FOR_WORDS {
+                if let Some(end) = step_logits.get_mut(END_TOKEN as usize) {
+                    *end = f32::NEG_INFINITY;
+                }
+            }
+            let next = argmax(step_logits) as i64;
 
             // Self-attention keys/values grow every step; cross-attention ones come from step 0.
             for (slot, name) in cache.iter_mut().zip(&self.present_names) {
