@@ -195,10 +195,11 @@ impl MoonshineStt {
             // Moonshine sometimes ends a short, clearly spoken utterance before its first word
             // ("Name a fruit that is yellow." → ""). Speech reaches the recogniser only after voice
             // activity detection, so an immediate end is a decoding miss: take the best word.
-            if step == 0 && seconds >= MIN_SPEECH_FOR_WORDS {
-                if let Some(end) = step_logits.get_mut(END_TOKEN as usize) {
-                    *end = f32::NEG_INFINITY;
-                }
+            if step == 0
+                && seconds >= MIN_SPEECH_FOR_WORDS
+                && let Some(end) = step_logits.get_mut(END_TOKEN as usize)
+            {
+                *end = f32::NEG_INFINITY;
             }
             let next = argmax(step_logits) as i64;
 
