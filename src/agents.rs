@@ -114,22 +114,3 @@ impl AgentFactory for EmbeddedAgents {
         Ok(AgentSession::start(config, providers, ingest))
     }
 }
-
-/// A factory with no agents, for a gateway whose models are missing (rooms still work).
-pub struct NoAgents;
-
-impl AgentFactory for NoAgents {
-    fn agents(&self) -> Vec<AgentInfo> {
-        Vec::new()
-    }
-
-    fn default_agent(&self, _room: &str) -> Option<String> {
-        None
-    }
-
-    fn start(&self, name: &str, _output: AgentOutput) -> Result<AgentSession, String> {
-        Err(format!(
-            "no agent named {name:?}: the models are missing (run `dartmouth models fetch`)"
-        ))
-    }
-}

@@ -423,7 +423,7 @@ fn load_agents(config: &Config) -> dartmouth_signaling::agent::SharedAgentFactor
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "voice agents are unavailable; run `dartmouth models fetch`");
-            std::sync::Arc::new(agents::NoAgents)
+            std::sync::Arc::new(dartmouth_signaling::agent::NoAgents)
         }
     }
 }

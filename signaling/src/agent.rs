@@ -47,6 +47,26 @@ pub trait AgentFactory: Send + Sync + 'static {
     fn start(&self, name: &str, output: AgentOutput) -> Result<AgentSession, String>;
 }
 
+/// A factory with no agents: rooms and forwarding work, agent requests are refused with the
+/// reason (a gateway whose models are missing, or signaling tests that need none).
+pub struct NoAgents;
+
+impl AgentFactory for NoAgents {
+    fn agents(&self) -> Vec<AgentInfo> {
+        Vec::new()
+    }
+
+    fn default_agent(&self, _room: &str) -> Option<String> {
+        None
+    }
+
+    fn start(&self, name: &str, _output: AgentOutput) -> Result<AgentSession, String> {
+        Err(format!(
+            "no agent named {name:?}: the models are missing (run `dartmouth models fetch`)"
+        ))
+    }
+}
+
 /// A running agent bridge; stopping it stops the agent session.
 pub struct AgentBridge {
     /// Typed messages to the agent.

@@ -82,6 +82,19 @@ impl Call {
             .map(|(at, _)| *at - self.speech_end)
     }
 
+    /// The agent's first final transcript (its first answer as text).
+    pub fn agent_answer(&self) -> Option<String> {
+        self.messages.iter().find_map(|m| match m {
+            ServerMessage::Transcript {
+                speaker: dartmouth_signaling::proto::Speaker::Agent,
+                text,
+                is_final: true,
+                ..
+            } => Some(text.clone()),
+            _ => None,
+        })
+    }
+
     /// The user's final transcripts.
     pub fn user_transcripts(&self) -> Vec<String> {
         self.messages

@@ -103,21 +103,6 @@ impl TestGateway {
     }
 }
 
-/// A factory without agents (for signaling tests that need no models).
-pub struct NoAgents;
-
-impl AgentFactory for NoAgents {
-    fn agents(&self) -> Vec<AgentInfo> {
-        Vec::new()
-    }
-    fn default_agent(&self, _room: &str) -> Option<String> {
-        None
-    }
-    fn start(&self, _name: &str, _output: AgentOutput) -> Result<AgentSession, String> {
-        Err("no agents in this test".into())
-    }
-}
-
 /// One agent, `test`, on the embedded models with the espeak-ng voice (fast to synthesise);
 /// `None` (test skips) when the models are not provisioned.
 pub struct EmbeddedTestAgent {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dartmouth_signaling::proto::{ServerMessage, Speaker};
+use dartmouth_signaling::proto::ServerMessage;
 use dartmouth_tests::gateway::EmbeddedTestAgent;
 use dartmouth_tests::{CallOptions, RtcClient, TestGateway, speak_48k};
 use dartmouth_voice::provider::{CancellationToken, Stt, SttEvent};
@@ -65,19 +65,7 @@ async fn an_agent_answers_over_webrtc_and_a_vanishing_caller_is_cleaned_up() {
     let latency = call
         .first_answer_latency()
         .expect("the agent's answer is audible at the client");
-    let answer_text = call
-        .messages
-        .iter()
-        .find_map(|m| match m {
-            ServerMessage::Transcript {
-                speaker: Speaker::Agent,
-                text,
-                is_final: true,
-                ..
-            } => Some(text.clone()),
-            _ => None,
-        })
-        .expect("a final agent transcript");
+    let answer_text = call.agent_answer().expect("a final agent transcript");
     let heard_answer = transcribe(&call.heard).await;
     let voiced_ms = call
         .heard
@@ -231,15 +219,7 @@ async fn an_agent_answers_over_webrtc_and_a_vanishing_caller_is_cleaned_up() {
     )
     .await
     .expect("the text call runs");
-    let answer = call.messages.iter().find_map(|m| match m {
-        ServerMessage::Transcript {
-            speaker: Speaker::Agent,
-            text,
-            is_final: true,
-            ..
-        } => Some(text.clone()),
-        _ => None,
-    });
+    let answer = call.agent_answer();
     eprintln!("typed answer: {answer:?}");
     assert!(
         answer.is_some_and(|a| !a.is_empty()),

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dartmouth_signaling::agent::NoAgents;
 use dartmouth_signaling::proto::{ErrorCode, ServerMessage};
 use dartmouth_tests::TestGateway;
-use dartmouth_tests::gateway::NoAgents;
 use futures_util::{SinkExt, StreamExt};
 use str0m::Rtc;
 use str0m::media::{Direction, MediaKind};
