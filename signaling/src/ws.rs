@@ -42,7 +42,6 @@ struct Joined {
     room: String,
     peer: PeerId,
     agent: Option<(AgentBridge, PeerId)>,
-    connected: bool,
 }
 
 struct Session {
@@ -258,7 +257,6 @@ impl Session {
             room: room.clone(),
             peer,
             agent,
-            connected: false,
         });
         self.send(ServerMessage::Joined {
             v: PROTOCOL_VERSION,
@@ -310,12 +308,7 @@ impl Session {
 
     async fn on_notice(&mut self, notice: PeerNotice) -> Flow {
         match notice {
-            PeerNotice::Connected => {
-                if let Some(joined) = &mut self.joined {
-                    joined.connected = true;
-                }
-                Flow::Continue
-            }
+            PeerNotice::Connected => Flow::Continue,
             PeerNotice::Offer(sdp) => {
                 self.send(ServerMessage::Offer { sdp }).await;
                 Flow::Continue
@@ -334,21 +327,15 @@ impl Session {
                 }
                 Flow::Continue
             }
-            PeerNotice::Closed(reason) => {
-                if let Some(joined) = &mut self.joined {
-                    // The core already dropped the peer.
-                    joined.connected = false;
-                }
-                Flow::End(match reason {
-                    CloseReason::ConnectTimeout => format!(
-                        "media did not connect (ICE/DTLS) within {} s",
-                        dartmouth_media::core::CONNECT_TIMEOUT.as_secs()
-                    ),
-                    CloseReason::Disconnected => "media connection lost".into(),
-                    CloseReason::Removed => "removed".into(),
-                    CloseReason::Failed(e) => format!("media failed: {e}"),
-                })
-            }
+            PeerNotice::Closed(reason) => Flow::End(match reason {
+                CloseReason::ConnectTimeout => format!(
+                    "media did not connect (ICE/DTLS) within {} s",
+                    dartmouth_media::core::CONNECT_TIMEOUT.as_secs()
+                ),
+                CloseReason::Disconnected => "media connection lost".into(),
+                CloseReason::Removed => "removed".into(),
+                CloseReason::Failed(e) => format!("media failed: {e}"),
+            }),
         }
     }
 
