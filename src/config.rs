@@ -56,6 +56,15 @@ pub struct AgentProfile {
     pub voice: String,
     /// Longest answer in tokens.
     pub max_tokens: usize,
+    /// An OpenAI-compatible chat-completions server to answer with (OpenAI, Ollama, llama.cpp
+    /// server, vLLM), e.g. `http://127.0.0.1:11434/v1`; empty: the embedded model only. The
+    /// embedded model stays behind it as the fallback.
+    pub llm_url: String,
+    /// Model name for `llm_url`.
+    pub llm_model: String,
+    /// Environment variable holding the API key for `llm_url` (the key itself never goes in
+    /// the configuration file).
+    pub llm_api_key_env: String,
 }
 
 impl Default for AgentProfile {
@@ -66,6 +75,9 @@ impl Default for AgentProfile {
                 "You are a helpful voice assistant. Answer in one or two short sentences.".into(),
             voice: "piper".into(),
             max_tokens: 96,
+            llm_url: String::new(),
+            llm_model: String::new(),
+            llm_api_key_env: String::new(),
         }
     }
 }
@@ -81,6 +93,7 @@ fn default_agents() -> BTreeMap<String, AgentProfile> {
             system_prompt: "You are a terse robot. Answer in one short sentence.".into(),
             voice: "espeak".into(),
             max_tokens: 48,
+            ..AgentProfile::default()
         },
     );
     agents
@@ -245,6 +258,18 @@ impl Config {
                     "agent `{name}`: unknown voice `{}` (piper or espeak)",
                     agent.voice
                 );
+            }
+            if !agent.llm_url.is_empty() {
+                if !(agent.llm_url.starts_with("http://") || agent.llm_url.starts_with("https://"))
+                {
+                    bail!(
+                        "agent `{name}`: llm_url `{}` is not an http(s) URL",
+                        agent.llm_url
+                    );
+                }
+                if agent.llm_model.is_empty() {
+                    bail!("agent `{name}`: llm_url is set but llm_model is empty");
+                }
             }
         }
         for (room, agent) in &self.server.room_agents {
@@ -425,6 +450,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("ghost"), "{err:#}");
+        let ollama =
+            "[agents.local]\nllm_url = \"http://127.0.0.1:11434/v1\"\nllm_model = \"llama3.2\"\n";
+        let config = Config::from_sources(Some(ollama), env(&[])).unwrap();
+        assert_eq!(config.agents["local"].llm_model, "llama3.2");
+        let err = Config::from_sources(
+            Some("[agents.x]\nllm_url = \"ftp://x\"\nllm_model = \"m\"\n"),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("ftp://x"), "{err:#}");
+        let err = Config::from_sources(Some("[agents.x]\nllm_url = \"http://x\"\n"), env(&[]))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("llm_model"), "{err:#}");
     }
 
     #[test]
