@@ -115,8 +115,17 @@ impl Stt for TimedStt {
     }
 
     fn transcribe(&self, audio: Arc<[f32]>, cancel: CancellationToken) -> EventStream<SttEvent> {
+        self.transcribe_with_draft(audio, None, cancel)
+    }
+
+    fn transcribe_with_draft(
+        &self,
+        audio: Arc<[f32]>,
+        draft: Option<Arc<str>>,
+        cancel: CancellationToken,
+    ) -> EventStream<SttEvent> {
         let index = self.1.start(Kind::Stt);
-        let inner = self.0.transcribe(audio, cancel);
+        let inner = self.0.transcribe_with_draft(audio, draft, cancel);
         self.1
             .forward(Kind::Stt, index, inner, |e| matches!(e, SttEvent::Final(_)))
     }

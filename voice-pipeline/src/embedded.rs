@@ -71,11 +71,30 @@ fn submit_or_report<M: 'static, T: Send + 'static>(
 pub trait Recognizer: 'static {
     /// Transcribes 16 kHz mono samples.
     fn recognize(&mut self, audio_16k: &[f32]) -> Result<String, String>;
+    /// Transcribes 16 kHz mono samples, given what a shorter prefix was heard as (see
+    /// [`Stt::transcribe_with_draft`]). The default ignores the draft.
+    fn recognize_with_draft(
+        &mut self,
+        audio_16k: &[f32],
+        draft: Option<&str>,
+    ) -> Result<String, String> {
+        let _ = draft;
+        self.recognize(audio_16k)
+    }
 }
 
 impl Recognizer for MoonshineStt {
     fn recognize(&mut self, audio_16k: &[f32]) -> Result<String, String> {
         self.transcribe(audio_16k).map_err(|e| e.to_string())
+    }
+
+    fn recognize_with_draft(
+        &mut self,
+        audio_16k: &[f32],
+        draft: Option<&str>,
+    ) -> Result<String, String> {
+        self.transcribe_with_draft(audio_16k, draft)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -137,6 +156,15 @@ impl<M: Recognizer> Stt for EmbeddedStt<M> {
         audio_16k: Arc<[f32]>,
         cancel: CancellationToken,
     ) -> EventStream<SttEvent> {
+        self.transcribe_with_draft(audio_16k, None, cancel)
+    }
+
+    fn transcribe_with_draft(
+        &self,
+        audio_16k: Arc<[f32]>,
+        draft: Option<Arc<str>>,
+        cancel: CancellationToken,
+    ) -> EventStream<SttEvent> {
         let (events, stream) = event_channel();
         let name = self.name;
         submit_or_report(
@@ -147,7 +175,7 @@ impl<M: Recognizer> Stt for EmbeddedStt<M> {
                 if cancel.is_cancelled() {
                     return;
                 }
-                let event = match model.recognize(&audio_16k) {
+                let event = match model.recognize_with_draft(&audio_16k, draft.as_deref()) {
                     Ok(text) => SttEvent::Final(text),
                     Err(e) => SttEvent::Error(model_error(name, e)),
                 };

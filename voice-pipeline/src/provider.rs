@@ -105,6 +105,18 @@ pub trait Stt: Send + Sync + 'static {
     /// Transcribes 16 kHz mono samples in [-1, 1].
     fn transcribe(&self, audio_16k: Arc<[f32]>, cancel: CancellationToken)
     -> EventStream<SttEvent>;
+    /// Like [`Stt::transcribe`], with `draft`: what an earlier call heard in a shorter prefix of
+    /// the same utterance. A provider may use it to decode faster; it must not change the
+    /// result. The default ignores it.
+    fn transcribe_with_draft(
+        &self,
+        audio_16k: Arc<[f32]>,
+        draft: Option<Arc<str>>,
+        cancel: CancellationToken,
+    ) -> EventStream<SttEvent> {
+        let _ = draft;
+        self.transcribe(audio_16k, cancel)
+    }
 }
 
 /// A function the model may call, in the OpenAI tool shape.

@@ -391,7 +391,10 @@ fn smart_turn_probabilities_and_timing() {
             "{name}: p = {p:.5} (python {python:.5}), predict took {:?}",
             started.elapsed()
         );
-        assert!((p - python).abs() < 0.01, "{name}: {p} vs python {python}");
+        // The model is int8: ONNX Runtime's integer kernels round differently on different CPUs
+        // (AVX2 saturates where AVX-512 VNNI does not), which moved one clip by 0.023 between
+        // two machines here (0.122 → 0.099). A broken feature pipeline moves them by far more.
+        assert!((p - python).abs() < 0.05, "{name}: {p} vs python {python}");
     }
 
     for text in ["What is the capital of France?", "I would like to order a"] {

@@ -130,3 +130,41 @@ fn a_short_question_is_not_decoded_to_nothing() {
         );
     }
 }
+
+#[test]
+fn a_draft_changes_the_speed_never_the_words() {
+    let clip = &common::librivox_clips()[0];
+    let (pcm, _) = common::read_wav(&clip.wav);
+    let mut stt = stt();
+    let plain = stt.transcribe(&pcm).expect("transcribes");
+    assert!(!plain.is_empty());
+    // The transcript of the first 60 % (what a partial during speech would have heard), the
+    // whole transcript, a wrong guess, and a guess longer than the speech: the same words.
+    let prefix = stt
+        .transcribe(&pcm[..pcm.len() * 3 / 5])
+        .expect("transcribes");
+    let longer = format!("{plain} and then some more words that were never said");
+    for draft in [
+        prefix.as_str(),
+        plain.as_str(),
+        "Completely unrelated words about the weather.",
+        longer.as_str(),
+        "",
+    ] {
+        let drafted = stt
+            .transcribe_with_draft(&pcm, Some(draft))
+            .expect("transcribes");
+        assert_eq!(drafted, plain, "draft {draft:?}");
+    }
+    // The point of it: a right draft is much faster than decoding word by word.
+    let started = Instant::now();
+    stt.transcribe(&pcm).expect("transcribes");
+    let without = started.elapsed();
+    let started = Instant::now();
+    stt.transcribe_with_draft(&pcm, Some(&plain))
+        .expect("transcribes");
+    println!(
+        "without draft {without:?}, with the right draft {:?}",
+        started.elapsed()
+    );
+}

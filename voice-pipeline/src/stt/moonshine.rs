@@ -97,8 +97,10 @@ impl MoonshineStt {
         let encoder_path = store.require(Asset::MoonshineEncoder)?;
         let decoder_path = store.require(Asset::MoonshineDecoder)?;
         let tokenizer_path = store.require(Asset::MoonshineTokenizer)?;
-        let encoder = dartmouth_models::onnx::session(store, &encoder_path, threads)?;
-        let decoder = dartmouth_models::onnx::session(store, &decoder_path, threads)?;
+        let encoder =
+            dartmouth_models::onnx::session_folding_weights(store, &encoder_path, threads)?;
+        let decoder =
+            dartmouth_models::onnx::session_folding_weights(store, &decoder_path, threads)?;
         let tokenizer = load_tokenizer(&tokenizer_path)?;
 
         let (past_names, present_names) = cache_names();
@@ -121,7 +123,31 @@ impl MoonshineStt {
     /// Transcribes one utterance of 16 kHz mono samples in [-1, 1]. Audio shorter than 0.1 s
     /// gives an empty string; audio longer than 64 s is an error.
     pub fn transcribe(&mut self, pcm_16k_mono: &[f32]) -> Result<String, MoonshineError> {
-        let tokens = self.generate(pcm_16k_mono)?;
+        self.transcribe_with_draft(pcm_16k_mono, None)
+    }
+
+    /// Like [`Self::transcribe`], reading `draft` (the transcript of an earlier, shorter prefix of
+    /// the same utterance) as a guess of the first words. The decoder checks the whole guess in
+    /// one batched step and keeps the words it would have produced itself, so the result is the
+    /// same as without a draft (up to float rounding) while the known words cost one step instead
+    /// of one step each. A wrong draft costs about one extra step.
+    pub fn transcribe_with_draft(
+        &mut self,
+        pcm_16k_mono: &[f32],
+        draft: Option<&str>,
+    ) -> Result<String, MoonshineError> {
+        let draft_ids = match draft.map(str::trim).filter(|d| !d.is_empty()) {
+            Some(text) => self
+                .tokenizer
+                .encode_fast(text, false)
+                .map_err(|e| MoonshineError::Tokenizer(e.to_string()))?
+                .get_ids()
+                .iter()
+                .map(|&id| i64::from(id))
+                .collect(),
+            None => Vec::new(),
+        };
+        let tokens = self.generate(pcm_16k_mono, &draft_ids)?;
         let ids: Vec<u32> = tokens
             .iter()
             .filter_map(|&t| u32::try_from(t).ok())
@@ -133,8 +159,10 @@ impl MoonshineStt {
         Ok(text.trim().to_string())
     }
 
-    /// Greedy decoding: the generated token ids, without the start and end tokens.
-    fn generate(&mut self, pcm: &[f32]) -> Result<Vec<i64>, MoonshineError> {
+    /// Greedy decoding: the generated token ids, without the start and end tokens. The first
+    /// step reads the start token followed by `draft`, and keeps the longest run of draft tokens
+    /// that greedy decoding agrees with.
+    fn generate(&mut self, pcm: &[f32], draft: &[i64]) -> Result<Vec<i64>, MoonshineError> {
         if pcm.len() < MIN_SAMPLES {
             return Ok(Vec::new());
         }
@@ -143,8 +171,10 @@ impl MoonshineStt {
                 seconds: pcm.len() as f32 / SAMPLE_RATE as f32,
             });
         }
+        let started = std::time::Instant::now();
         let seconds = pcm.len() as f32 / SAMPLE_RATE as f32;
         let budget = ((seconds * MAX_TOKENS_PER_SECOND).ceil() as usize).max(MIN_TOKEN_BUDGET);
+        let draft = &draft[..draft.len().min(budget.saturating_sub(1))];
 
         let audio = TensorRef::from_array_view(([1usize, pcm.len()], pcm))?;
         let mut encoded = self.encoder.run(ort::inputs![ENCODER_INPUT => audio])?;
@@ -152,6 +182,7 @@ impl MoonshineStt {
             MoonshineError::Interface(format!("encoder returned no {ENCODER_OUTPUT}"))
         })?;
         drop(encoded);
+        let encoder_time = started.elapsed();
 
         // The first step ignores the cache inputs, but the graph still needs them: empty tensors.
         let mut cache: Vec<DynValue> = Vec::with_capacity(self.past_names.len());
@@ -162,15 +193,20 @@ impl MoonshineStt {
         }
 
         let mut tokens = Vec::with_capacity(budget);
-        let mut logits_buf: Vec<f32> = Vec::new();
-        let mut last = START_TOKEN;
-        for step in 0..budget {
-            let use_cache = step > 0;
+        let mut predictions: Vec<i64> = Vec::with_capacity(draft.len() + 1);
+        let mut input = Vec::with_capacity(draft.len() + 1);
+        input.push(START_TOKEN);
+        input.extend_from_slice(draft);
+        let mut steps = 0;
+        let mut accepted = 0;
+        while tokens.len() < budget {
+            let use_cache = steps > 0;
+            steps += 1;
             let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
                 Vec::with_capacity(3 + cache.len());
             inputs.push((
                 "input_ids".into(),
-                Tensor::from_array(([1usize, 1], vec![last]))?.into(),
+                Tensor::from_array(([1usize, input.len()], input.clone()))?.into(),
             ));
             inputs.push(("encoder_hidden_states".into(), (&hidden).into()));
             inputs.push((
@@ -184,41 +220,89 @@ impl MoonshineStt {
 
             let (shape, logits) = outputs["logits"].try_extract_tensor::<f32>()?;
             let vocab = shape.last().copied().unwrap_or(0) as usize;
-            if vocab == 0 || logits.len() < vocab {
+            if vocab == 0 || logits.len() < vocab * input.len() {
                 return Err(MoonshineError::Interface(format!(
                     "decoder logits of shape {shape:?}"
                 )));
             }
-            let step_logits = &mut logits_buf;
-            step_logits.clear();
-            step_logits.extend_from_slice(&logits[logits.len() - vocab..]);
-            // Moonshine sometimes ends a short, clearly spoken utterance before its first word
-            // ("Name a fruit that is yellow." → ""). Speech reaches the recogniser only after voice
-            // activity detection, so an immediate end is a decoding miss: take the best word.
-            if step == 0
-                && seconds >= MIN_SPEECH_FOR_WORDS
-                && let Some(end) = step_logits.get_mut(END_TOKEN as usize)
-            {
-                *end = f32::NEG_INFINITY;
+            predictions.clear();
+            let positions = logits.len() / vocab;
+            for position in positions - input.len()..positions {
+                let row = &logits[position * vocab..(position + 1) * vocab];
+                // Moonshine sometimes ends a short, clearly spoken utterance before its first
+                // word ("Name a fruit that is yellow." → ""). Speech reaches the recogniser only
+                // after voice activity detection, so an immediate end is a decoding miss: take
+                // the best word instead.
+                let first_word = !use_cache && position == positions - input.len();
+                let skip_end = first_word && seconds >= MIN_SPEECH_FOR_WORDS;
+                predictions.push(argmax_except(row, skip_end.then_some(END_TOKEN as usize)) as i64);
             }
-            let next = argmax(step_logits) as i64;
-
+            // The draft tokens the decoder agrees with, then its own next token.
+            let agreed = if use_cache {
+                0
+            } else {
+                draft
+                    .iter()
+                    .zip(&predictions)
+                    .take_while(|(d, p)| d == p)
+                    .count()
+            };
+            accepted += agreed;
+            tokens.extend_from_slice(&draft[..agreed]);
+            let next = predictions[agreed];
             // Self-attention keys/values grow every step; cross-attention ones come from step 0.
+            // After a partly wrong draft, the positions past the agreed tokens are dropped.
+            let keep = (!use_cache).then_some(1 + agreed);
             for (slot, name) in cache.iter_mut().zip(&self.present_names) {
                 if !use_cache || name.contains(".decoder.") {
-                    *slot = outputs.remove(name).ok_or_else(|| {
+                    let present = outputs.remove(name).ok_or_else(|| {
                         MoonshineError::Interface(format!("decoder returned no {name}"))
                     })?;
+                    *slot = match keep {
+                        Some(keep) if name.contains(".decoder.") && keep < input.len() => {
+                            first_positions(&present, keep)?
+                        }
+                        _ => present,
+                    };
                 }
             }
             if next == END_TOKEN {
                 break;
             }
             tokens.push(next);
-            last = next;
+            input.clear();
+            input.push(next);
         }
+        tokens.truncate(budget);
+        tracing::debug!(
+            seconds,
+            encoder = ?encoder_time,
+            decoder = ?started.elapsed().saturating_sub(encoder_time),
+            steps,
+            tokens = tokens.len(),
+            draft = draft.len(),
+            accepted,
+            "moonshine transcribed"
+        );
         Ok(tokens)
     }
+}
+
+/// The first `keep` positions of a `[1, heads, positions, head_dim]` self-attention cache tensor.
+fn first_positions(present: &DynValue, keep: usize) -> Result<DynValue, MoonshineError> {
+    let (shape, data) = present.try_extract_tensor::<f32>()?;
+    let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    let [batch, heads, positions, head_dim] = dims[..] else {
+        return Err(MoonshineError::Interface(format!(
+            "decoder cache of shape {shape:?}"
+        )));
+    };
+    let keep = keep.min(positions);
+    let mut kept = Vec::with_capacity(batch * heads * keep * head_dim);
+    for row in data.chunks(positions * head_dim) {
+        kept.extend_from_slice(&row[..keep * head_dim]);
+    }
+    Ok(Tensor::from_array(([batch, heads, keep, head_dim], kept))?.into_dyn())
 }
 
 fn load_tokenizer(path: &Path) -> Result<Tokenizer, MoonshineError> {
@@ -262,11 +346,11 @@ fn require_names(
     Ok(())
 }
 
-/// Index of the largest value (the first one on ties; NaN never wins).
-fn argmax(values: &[f32]) -> usize {
+/// Index of the largest value (the first one on ties; NaN never wins), never `excluded`.
+fn argmax_except(values: &[f32], excluded: Option<usize>) -> usize {
     let mut best = (0, f32::NEG_INFINITY);
     for (i, &v) in values.iter().enumerate() {
-        if v > best.1 {
+        if v > best.1 && Some(i) != excluded {
             best = (i, v);
         }
     }
@@ -288,7 +372,8 @@ mod tests {
 
     #[test]
     fn argmax_picks_the_first_maximum() {
-        assert_eq!(argmax(&[0.1, 3.0, -1.0, 3.0]), 1);
-        assert_eq!(argmax(&[f32::NAN, 1.0]), 1);
+        assert_eq!(argmax_except(&[0.1, 3.0, -1.0, 3.0], None), 1);
+        assert_eq!(argmax_except(&[f32::NAN, 1.0], None), 1);
+        assert_eq!(argmax_except(&[0.1, 3.0, -1.0, 3.0], Some(1)), 3);
     }
 }
