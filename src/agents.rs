@@ -115,6 +115,7 @@ impl AgentFactory for EmbeddedAgents {
             max_tokens: profile.max_tokens,
             output_rate: OUTPUT_RATE,
             speech_output: output == AgentOutput::Audio,
+            preemptive_answer: profile.preemptive_answer,
             ..AgentConfig::default()
         };
         let llm = self

@@ -65,6 +65,10 @@ pub struct AgentProfile {
     /// Environment variable holding the API key for `llm_url` (the key itself never goes in
     /// the configuration file).
     pub llm_api_key_env: String,
+    /// Start answering at a pause, before the end of the turn is decided (the answer is held
+    /// until the turn ends there, and dropped if the person goes on). Lowers latency by the
+    /// end-of-turn wait; turn it off where each LLM call costs money.
+    pub preemptive_answer: bool,
 }
 
 impl Default for AgentProfile {
@@ -78,6 +82,7 @@ impl Default for AgentProfile {
             llm_url: String::new(),
             llm_model: String::new(),
             llm_api_key_env: String::new(),
+            preemptive_answer: true,
         }
     }
 }

@@ -101,9 +101,10 @@ enum Command {
         /// Pipeline: barge-in turns measured for the reaction time (default 5).
         #[arg(long)]
         barge_ins: Option<usize>,
-        /// Pipeline: do not start STT speculatively at pauses.
+        /// Pipeline: the sequential baseline, without interim or speculative transcripts and
+        /// preemptive answers (each stage waits for the one before).
         #[arg(long)]
-        no_speculative_stt: bool,
+        sequential: bool,
     },
     /// Manage the embedded model files.
     Models {
@@ -225,12 +226,12 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             suite,
             turns,
             barge_ins,
-            no_speculative_stt,
+            sequential,
         } => {
             let options = BenchOptions {
                 turns,
                 barge_ins,
-                speculative_stt: !no_speculative_stt,
+                early_work: !sequential,
             };
             bench(suite, &store, &config, &options)?
         }
@@ -275,7 +276,7 @@ fn platform(config: Config) -> anyhow::Result<()> {
 struct BenchOptions {
     turns: Option<usize>,
     barge_ins: Option<usize>,
-    speculative_stt: bool,
+    early_work: bool,
 }
 
 fn bench(
@@ -289,7 +290,7 @@ fn bench(
             let mut options = dartmouth_benches::pipeline::PipelineBenchOptions::default();
             options.turns = cli.turns.unwrap_or(options.turns);
             options.barge_ins = cli.barge_ins.unwrap_or(options.barge_ins);
-            options.speculative_stt = cli.speculative_stt;
+            options.early_work = cli.early_work;
             let report = dartmouth_benches::pipeline::run(store, &options).await?;
             println!("{report}");
             anyhow::Ok(())

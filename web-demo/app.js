@@ -579,7 +579,10 @@
       + (Array.isArray(l.providers) ? ` · ${l.providers.join(' / ')}` : '');
     const table = document.createElement('table');
     const body = table.createTBody();
+    // A stage that ends before the one listed above it ran beside it (a speculative transcript
+    // during the end-of-turn wait): its bar starts where that one started.
     let prev = 0;
+    let prevStart = 0;
     for (const v of values) {
       const row = body.insertRow();
       row.dataset.stage = v.key.replace(/_ms$/, '');
@@ -596,7 +599,7 @@
         row.dataset.ms = '';
         continue;
       }
-      const start = Math.min(prev, v.at);
+      const start = v.at >= prev ? prev : Math.min(prevStart, v.at);
       const span = document.createElement('span');
       span.style.left = `${(100 * start) / total}%`;
       span.style.width = `${Math.max(0.5, (100 * (v.at - start)) / total)}%`;
@@ -605,6 +608,7 @@
       row.dataset.ms = String(Math.round(duration));
       valueCell.textContent = ms(duration);
       valueCell.title = `${ms(v.at)} after the end of speech`;
+      prevStart = start;
       prev = v.at;
     }
     fig.replaceChildren(caption, table);

@@ -67,8 +67,10 @@ pub struct PipelineBenchOptions {
     /// Feed audio twice as fast as real time (latencies are wall time; the end-of-turn wait is
     /// media time).
     pub fast: bool,
-    /// Transcribe speculatively at pauses ([`AgentConfig::speculative_stt`]).
-    pub speculative_stt: bool,
+    /// Start work before the end of the turn is decided: interim and speculative transcripts
+    /// and preemptive answers ([`AgentConfig::interim_transcripts`],
+    /// [`AgentConfig::speculative_stt`], [`AgentConfig::preemptive_answer`]).
+    pub early_work: bool,
 }
 
 impl Default for PipelineBenchOptions {
@@ -77,7 +79,7 @@ impl Default for PipelineBenchOptions {
             turns: 50,
             barge_ins: 5,
             fast: true,
-            speculative_stt: true,
+            early_work: true,
         }
     }
 }
@@ -133,7 +135,9 @@ pub async fn run(
     let config = AgentConfig {
         output_rate: CLIENT_RATE,
         max_tokens: 48,
-        speculative_stt: options.speculative_stt,
+        speculative_stt: options.early_work,
+        interim_transcripts: options.early_work,
+        preemptive_answer: options.early_work,
         ..AgentConfig::default()
     };
     for i in 0..options.turns {
@@ -313,49 +317,58 @@ impl<'a> Feed<'a> {
 
 impl TurnSample {
     /// Splits a turn's latency into model compute on the critical path and overhead, using the
-    /// provider timeline. A speculative transcription may start before the end-of-turn decision:
-    /// only its part after the decision counts.
+    /// provider timeline. Transcription and even the answer may start before the end-of-turn
+    /// decision (speculative transcript, preemptive answer): only their parts after the decision
+    /// count as waiting on a model. The overhead is the pipeline's own time on the path: from
+    /// the transcript to the LLM call, and from the first audio (or the decision, if later) to
+    /// queueing it.
     fn new(record: TurnRecord, timeline: &Timeline, wer: f64) -> Self {
         let llm = timeline.llm.last();
         let stt = timeline
             .stt
             .iter()
             .rfind(|job| llm.is_none_or(|llm| job.started <= llm.started));
-        let tts = timeline.tts.first();
+        let tts = timeline
+            .tts
+            .iter()
+            .find(|job| llm.is_some_and(|llm| job.started >= llm.started));
         // The runner's clock: its first-token stamp and the wrapper's mark the same event.
-        let decided = llm
+        let speech_end = llm
             .and_then(|job| job.first)
             .zip(record.llm_first_token)
-            .and_then(|(first, rel)| first.checked_sub(rel))
-            .map(|speech_end| speech_end + record.end_of_turn);
-        let stt_compute = stt.zip(decided).and_then(|(job, decided)| {
-            Some(
-                job.first?
-                    .saturating_duration_since(job.started.max(decided)),
-            )
-        });
-        let tts_compute = tts.and_then(|job| Some(job.first? - job.started));
+            .and_then(|(first, rel)| first.checked_sub(rel));
+        let decided = speech_end.map(|at| at + record.end_of_turn);
+        let after_decision = |from: Instant, to: Instant, decided: Instant| {
+            to.saturating_duration_since(from.max(decided))
+        };
+        let stt_compute = stt
+            .zip(decided)
+            .and_then(|(job, decided)| Some(after_decision(job.started, job.first?, decided)));
+        let tts_compute = tts
+            .zip(decided)
+            .and_then(|(job, decided)| Some(after_decision(job.started, job.first?, decided)));
         let llm_to_first_chunk = llm
             .zip(tts)
-            .map(|(llm, tts)| tts.started.saturating_duration_since(llm.started));
-        let overhead = match (
-            record.tts_first_audio,
-            stt_compute,
-            llm_to_first_chunk,
-            tts_compute,
-        ) {
-            (Some(end_to_end), Some(stt), Some(llm), Some(tts)) => Some(
-                end_to_end
-                    .saturating_sub(record.end_of_turn)
-                    .saturating_sub(stt + llm + tts),
-            ),
-            _ => None,
-        };
+            .zip(decided)
+            .map(|((llm, tts), decided)| after_decision(llm.started, tts.started, decided));
+        let overhead = (|| {
+            let (stt, llm, tts, decided) = (stt?, llm?, tts?, decided?);
+            let (transcript, first_audio) = (stt.first?, tts.first?);
+            let queued = speech_end? + record.tts_first_audio?;
+            let to_llm = if llm.started < decided {
+                llm.started.saturating_duration_since(transcript)
+            } else {
+                llm.started
+                    .saturating_duration_since(transcript.max(decided))
+            };
+            Some(to_llm + queued.saturating_duration_since(first_audio.max(decided)))
+        })();
         Self {
             stt_compute,
             llm_to_first_chunk,
             tts_compute,
             overhead,
+            preemptive: llm.zip(decided).is_some_and(|(llm, at)| llm.started < at),
             record,
             wer,
         }

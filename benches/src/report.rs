@@ -27,12 +27,15 @@ pub struct TurnSample {
     /// Speech-to-text compute after the end-of-turn decision (a speculative transcription
     /// started earlier counts only from the decision): → final transcript.
     pub stt_compute: Option<Duration>,
-    /// LLM compute to the first speakable chunk: call → first TTS call.
+    /// LLM compute to the first speakable chunk: call → first TTS call (after the decision).
     pub llm_to_first_chunk: Option<Duration>,
-    /// Text-to-speech compute of the first chunk: call → first audio.
+    /// Text-to-speech compute of the first chunk: call → first audio (after the decision).
     pub tts_compute: Option<Duration>,
-    /// First audio queued (end to end) minus the end-of-turn wait minus the three above.
+    /// The pipeline's own time on the critical path: transcript → LLM call, and first audio
+    /// (or the decision, if later) → queued.
     pub overhead: Option<Duration>,
+    /// The answer was started on the speculative transcript before the end-of-turn decision.
+    pub preemptive: bool,
     /// Word error rate of the transcript against the question asked.
     pub wer: f64,
 }
@@ -109,7 +112,14 @@ impl fmt::Display for PipelineReport {
         for (label, samples) in &rows {
             writeln!(f, "{}", row(label, samples))?;
         }
-        writeln!(f, "\n{}", header("split of first audio (ms)"))?;
+        writeln!(
+            f,
+            "\n{} of {} answers started before the end-of-turn decision (preemptive); their model \
+             time before it is hidden behind the wait",
+            self.turns.iter().filter(|t| t.preemptive).count(),
+            self.turns.len()
+        )?;
+        writeln!(f, "\n{}", header("split after the decision (ms)"))?;
         let split: [(&str, Vec<Duration>); 6] = [
             (
                 "end-of-turn wait",

@@ -55,6 +55,16 @@ pub struct AgentConfig {
     /// no more speech came. Saves up to the VAD's confirmation silence per turn, at the cost of
     /// transcribing again after mid-sentence pauses (worth turning off for paid STT services).
     pub speculative_stt: bool,
+    /// Interim transcripts (default on): every 400 ms of speech, the utterance so far is
+    /// transcribed in the background and reported as [`AgentEvent::UserPartial`]; each one is
+    /// the next transcription's draft, which an embedded recogniser checks in one step instead
+    /// of decoding those words again.
+    pub interim_transcripts: bool,
+    /// Preemptive answer (default on): when the speculative transcript is in before the end of
+    /// the turn is decided, the LLM and TTS start on it. Its audio is held, and nothing enters
+    /// the conversation, until the turn ends at that pause; if the person goes on, it is
+    /// dropped. Costs the LLM work of such false starts (worth turning off for paid LLMs).
+    pub preemptive_answer: bool,
 }
 
 impl Default for AgentConfig {
@@ -69,6 +79,8 @@ impl Default for AgentConfig {
             listener_lag: Duration::ZERO,
             speech_output: true,
             speculative_stt: true,
+            interim_transcripts: true,
+            preemptive_answer: true,
         }
     }
 }

@@ -18,6 +18,8 @@ const EVENT_CAPACITY: usize = 16;
 /// Silence within speech that makes a pause worth reporting ([`IngestEvent::PauseStarted`]):
 /// two VAD chunks, so a single quiet chunk inside a word does not count.
 pub const PAUSE_REPORT_AFTER: Duration = Duration::from_millis(64);
+/// Speech between two [`IngestEvent::SpeechSoFar`] reports.
+pub const SPEECH_SO_FAR_EVERY: Duration = Duration::from_millis(400);
 
 /// What the listening side reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +37,19 @@ pub enum IngestEvent {
         /// Media time of the first silent chunk.
         at: Duration,
         /// The utterance so far at 16 kHz (pre-roll, speech and the pause's first chunks).
+        audio: Vec<f32>,
+    },
+    /// Speech went on after a reported pause: a speculation started at that pause is stale.
+    PauseEnded {
+        /// Media time speech resumed.
+        at: Duration,
+    },
+    /// The person has been speaking for another [`SPEECH_SO_FAR_EVERY`]: the utterance so far,
+    /// for an interim transcript (which also serves as the next transcription's draft).
+    SpeechSoFar {
+        /// Media time of the end of `audio`.
+        at: Duration,
+        /// The utterance so far at 16 kHz.
         audio: Vec<f32>,
     },
     /// The person stopped speaking (VAD end) at this media time.
@@ -77,6 +92,8 @@ pub struct Ingest {
     silence_threshold: f32,
     /// Start of the silence run inside speech, and whether it was reported.
     pause: Option<(u64, bool)>,
+    /// Speech samples (pauses excluded) since the last [`IngestEvent::SpeechSoFar`].
+    speech_since_report: u64,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -109,6 +126,7 @@ impl Ingest {
             speech_threshold: vad_config.threshold,
             silence_threshold: vad_config.negative_threshold,
             pause: None,
+            speech_since_report: 0,
         }
     }
 
@@ -147,6 +165,7 @@ impl Ingest {
             self.turn.push_audio(now, chunk);
             self.follow_pause(probability);
             self.position += CHUNK_SAMPLES as u64;
+            self.follow_speech();
             if let Some(event) = self.segmenter.push(probability) {
                 self.turn.push_vad(now, event);
                 self.emit(match event {
@@ -171,7 +190,13 @@ impl Ingest {
     /// starts nor breaks it) and reports a pause once it lasts [`PAUSE_REPORT_AFTER`].
     fn follow_pause(&mut self, probability: f32) {
         if !self.segmenter.is_speaking() || probability >= self.speech_threshold {
-            self.pause = None;
+            if let Some((_, true)) = self.pause.take()
+                && self.segmenter.is_speaking()
+            {
+                self.emit(IngestEvent::PauseEnded {
+                    at: samples_to_time(self.position),
+                });
+            }
             return;
         }
         if probability < self.silence_threshold {
@@ -186,6 +211,27 @@ impl Ingest {
             let audio = self.turn.utterance().to_vec();
             self.emit(IngestEvent::PauseStarted {
                 at: samples_to_time(since),
+                audio,
+            });
+        }
+    }
+
+    /// Counts speech outside pauses and reports the utterance so far every
+    /// [`SPEECH_SO_FAR_EVERY`] of it.
+    fn follow_speech(&mut self) {
+        if !self.segmenter.is_speaking() {
+            self.speech_since_report = 0;
+            return;
+        }
+        if self.pause.is_some() {
+            return;
+        }
+        self.speech_since_report += CHUNK_SAMPLES as u64;
+        if samples_to_time(self.speech_since_report) >= SPEECH_SO_FAR_EVERY {
+            self.speech_since_report = 0;
+            let audio = self.turn.utterance().to_vec();
+            self.emit(IngestEvent::SpeechSoFar {
+                at: samples_to_time(self.position),
                 audio,
             });
         }

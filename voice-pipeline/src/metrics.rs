@@ -27,6 +27,8 @@ pub const TURN_TTS_FIRST_AUDIO_SECONDS: &str = "dartmouth_turn_tts_first_audio_s
 pub const TURN_FIRST_FRAME_OUT_SECONDS: &str = "dartmouth_turn_first_frame_out_seconds";
 /// Counter of completed turns, label `interrupted`.
 pub const TURNS_TOTAL: &str = "dartmouth_turns_total";
+/// Counter of answers started at a pause and dropped because the person went on speaking.
+pub const PREEMPTIVE_ANSWERS_DROPPED_TOTAL: &str = "dartmouth_preemptive_answers_dropped_total";
 /// Counter of user audio frames dropped because an agent's listening thread fell behind.
 pub const AGENT_DROPPED_FRAMES_TOTAL: &str = "dartmouth_agent_dropped_frames_total";
 
@@ -64,6 +66,11 @@ pub fn describe() {
         "Agent turns completed, by whether the person barged in"
     );
     describe_counter!(
+        PREEMPTIVE_ANSWERS_DROPPED_TOTAL,
+        Unit::Count,
+        "Answers started at a pause and dropped because the person went on speaking"
+    );
+    describe_counter!(
         AGENT_DROPPED_FRAMES_TOTAL,
         Unit::Count,
         "User audio frames dropped because an agent's listening fell behind"
@@ -87,6 +94,11 @@ pub fn record_turn(record: &TurnRecord) {
     observe(TURN_FIRST_FRAME_OUT_SECONDS, record.first_frame_out);
     let interrupted = if record.interrupted { "true" } else { "false" };
     counter!(TURNS_TOTAL, "interrupted" => interrupted).increment(1);
+}
+
+/// Counts one preemptive answer dropped (the LLM work it cost was wasted).
+pub fn record_preemptive_answer_dropped() {
+    counter!(PREEMPTIVE_ANSWERS_DROPPED_TOTAL).increment(1);
 }
 
 /// Counts one user audio frame dropped by an agent's listening queue.

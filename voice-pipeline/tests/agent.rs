@@ -3,6 +3,7 @@
 //! does not interrupt it for good; typed input is answered too.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,9 @@ use dartmouth_voice::embedded::{EmbeddedLlmProvider, MoonshineProvider, PiperPro
 use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION, TurnId, i16_to_f32};
 use dartmouth_voice::ingest::Ingest;
 use dartmouth_voice::llm::Role;
-use dartmouth_voice::provider::{CancellationToken, SttEvent};
+use dartmouth_voice::provider::{
+    CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, SttEvent,
+};
 use dartmouth_voice::resample::resample_all;
 use dartmouth_voice::text::word_error_rate;
 use dartmouth_voice::turn::{SmartTurn, TurnConfig};
@@ -98,8 +101,12 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Harness {
     fn new(config: AgentConfig) -> Self {
+        Self::with_providers(config, providers())
+    }
+
+    fn with_providers(config: AgentConfig, providers: Providers) -> Self {
         Self {
-            session: AgentSession::start(config, providers(), ingest()),
+            session: AgentSession::start(config, providers, ingest()),
             clock: Duration::ZERO,
             played: Vec::new(),
             events: Vec::new(),
@@ -227,6 +234,63 @@ async fn a_spoken_question_gets_a_spoken_answer_that_says_the_reply_text() {
     assert!(wer <= 0.5, "WER {wer}");
     let conversation = h.session.conversation();
     assert_eq!(conversation.last().unwrap().role, Role::Assistant);
+    h.session.stop().await;
+}
+
+/// An LLM that counts the answers it was asked for.
+struct CountingLlm(Arc<dyn Llm>, Arc<AtomicUsize>);
+
+impl Llm for CountingLlm {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn stream(&self, request: LlmRequest, cancel: CancellationToken) -> EventStream<LlmEvent> {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.stream(request, cancel)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_started_at_a_pause_is_dropped_when_the_sentence_goes_on() {
+    let _serial = SERIAL.lock().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut providers = providers();
+    providers.llm = Arc::new(CountingLlm(providers.llm.clone(), calls.clone()));
+    let mut h = Harness::with_providers(short_answers(), providers);
+    // Half a sentence, a second's pause (the agent starts a held answer to it), the rest.
+    h.say(&speech("I would like to know the")).await;
+    h.say(&vec![0; RATE as usize]).await;
+    let started_during_pause = calls.load(Ordering::SeqCst);
+    h.say(&speech("capital of France.")).await;
+    h.silence_until(Duration::from_secs(90), |h| h.completed(1).is_some())
+        .await;
+    assert!(
+        started_during_pause >= 1,
+        "the pause's speculative transcript started an answer"
+    );
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::UserPartial { .. })),
+        "interim transcripts were reported"
+    );
+    // One turn, for the whole sentence: the held answer left no trace.
+    let transcript = h.transcript(1).expect("one transcript").to_lowercase();
+    assert!(
+        transcript.contains("know") && transcript.contains("france"),
+        "{transcript}"
+    );
+    assert!(h.transcript(2).is_none(), "{:?}", h.transcript(2));
+    let users = h
+        .session
+        .conversation()
+        .to_messages()
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .count();
+    assert_eq!(users, 1);
+    assert!(calls.load(Ordering::SeqCst) > started_during_pause);
     h.session.stop().await;
 }
 

@@ -2,6 +2,8 @@
 //! turn's provider streams. Locks on the egress queue and conversation are held only for short
 //! synchronous sections, never across an await.
 
+mod early;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -16,10 +18,12 @@ use crate::conversation::Conversation;
 use crate::egress::Egress;
 use crate::frame::{TurnId, f32_to_i16, i16_to_f32};
 use crate::ingest::IngestEvent;
+use crate::llm::ChatMessage;
 use crate::provider::{CancellationToken, EventStream, LlmEvent, LlmRequest, SttEvent, TtsEvent};
 use crate::resample::StreamResampler;
 use crate::text::normalize_words;
-use crate::turn::{TurnEnd, TurnEndReason};
+use crate::turn::TurnEndReason;
+use early::{Interim, Speculation};
 
 /// Sounds transcribed as words that do not interrupt the agent on their own.
 const FILLERS: &[&str] = &[
@@ -55,14 +59,6 @@ struct Listening {
     end_of_turn: Duration,
 }
 
-/// A transcription started at a pause, before the end of the turn was decided.
-struct Speculation {
-    /// Media time the pause began.
-    at: Duration,
-    cancel: CancellationToken,
-    stream: EventStream<SttEvent>,
-}
-
 /// The agent's answer in progress or playing.
 struct Answer {
     turn: TurnId,
@@ -80,12 +76,19 @@ struct Answer {
     /// Text of the chunk the front TTS stream speaks.
     tts_texts: VecDeque<String>,
     speaking_since: Option<Instant>,
+    /// Started on a speculative transcript before the turn ended: its audio waits, and the
+    /// conversation does not have its turn yet.
+    held: bool,
+    /// When the first LLM token arrived (the record's figure is fixed once `speech_end` is known).
+    llm_first_at: Option<Instant>,
 }
 
 enum Wake {
     Ingest(Option<IngestEvent>),
     Text(Option<String>),
     Stt(Option<SttEvent>),
+    Interim(Option<SttEvent>),
+    Speculation(Option<SttEvent>),
     Llm(Option<LlmEvent>),
     Tts(Option<TtsEvent>),
     Tick,
@@ -102,6 +105,9 @@ pub(super) struct Runner {
     turn: TurnId,
     listening: Option<Listening>,
     speculation: Option<Speculation>,
+    interim: Option<Interim>,
+    /// The latest transcript of the utterance in progress (the next transcription's draft).
+    draft: Option<Arc<str>>,
     /// Media time of the latest end of speech the VAD reported.
     last_speech_end: Option<Duration>,
     answer: Option<Answer>,
@@ -129,6 +135,8 @@ impl Runner {
             turn: TurnId(0),
             listening: None,
             speculation: None,
+            interim: None,
+            draft: None,
             last_speech_end: None,
             answer: None,
             barge_in: None,
@@ -147,8 +155,11 @@ impl Runner {
         loop {
             let wake = {
                 let stt = self.listening.as_mut().map(|l| &mut l.stream);
+                let interim = self.interim.as_mut().map(|i| &mut i.stream);
+                let speculation = self.speculation.as_mut().and_then(|s| s.stream.as_mut());
                 let (llm, tts) = match self.answer.as_mut() {
-                    Some(a) => (a.llm.as_mut(), a.tts.front_mut()),
+                    // A held answer's audio waits in its stream until the turn ends.
+                    Some(a) => (a.llm.as_mut(), a.tts.front_mut().filter(|_| !a.held)),
                     None => (None, None),
                 };
                 tokio::select! {
@@ -157,6 +168,8 @@ impl Runner {
                     event = ingest.recv(), if ingest_open => Wake::Ingest(event),
                     message = text.recv(), if text_open => Wake::Text(message),
                     event = next_or_pending(stt) => Wake::Stt(event),
+                    event = next_or_pending(speculation) => Wake::Speculation(event),
+                    event = next_or_pending(interim) => Wake::Interim(event),
                     event = next_or_pending(llm) => Wake::Llm(event),
                     event = next_or_pending(tts) => Wake::Tts(event),
                     _ = tokio::time::sleep(TICK) => Wake::Tick,
@@ -171,6 +184,8 @@ impl Runner {
                     self.on_user_text(message, None, Instant::now(), Duration::ZERO)
                 }
                 Wake::Stt(event) => self.on_stt(event),
+                Wake::Speculation(event) => self.on_speculation(event),
+                Wake::Interim(event) => self.on_interim(event),
                 Wake::Llm(event) => self.on_llm(event),
                 Wake::Tts(event) => self.on_tts(event),
                 Wake::Tick => self.on_tick(),
@@ -180,6 +195,9 @@ impl Runner {
             listening.cancel.cancel();
         }
         self.drop_speculation();
+        if let Some(interim) = self.interim.take() {
+            interim.cancel.cancel();
+        }
         if let Some(answer) = self.answer.take() {
             answer.cancel.cancel();
         }
@@ -216,6 +234,8 @@ impl Runner {
                 self.on_speech_started();
             }
             IngestEvent::PauseStarted { at, audio } => self.speculate(at, audio),
+            IngestEvent::PauseEnded { .. } => self.drop_speculation(),
+            IngestEvent::SpeechSoFar { audio, .. } => self.on_speech_so_far(audio),
             IngestEvent::SpeechEnded { at } => {
                 self.last_speech_end = Some(at);
                 self.barge_in_speech_ended = self.barge_in.is_some();
@@ -241,62 +261,6 @@ impl Runner {
         self.barge_in = Some(Instant::now());
         self.egress().pause();
         self.emit(AgentEvent::State(AgentState::Interrupted));
-    }
-
-    /// Starts transcribing the speech so far at a pause (replacing an older speculation).
-    fn speculate(&mut self, at: Duration, audio: Vec<f32>) {
-        self.drop_speculation();
-        if !self.config.speculative_stt {
-            return;
-        }
-        let cancel = CancellationToken::new();
-        let stream = self.providers.stt.transcribe(audio.into(), cancel.clone());
-        self.speculation = Some(Speculation { at, cancel, stream });
-    }
-
-    fn drop_speculation(&mut self) {
-        if let Some(speculation) = self.speculation.take() {
-            speculation.cancel.cancel();
-        }
-    }
-
-    fn on_turn_ended(&mut self, end: TurnEnd) {
-        if let Some(previous) = self.listening.take() {
-            previous.cancel.cancel();
-        }
-        // The speculation heard the same speech if the pause it started at is the turn's end.
-        let speculated = self.speculation.take_if(|s| {
-            end.reason != TurnEndReason::MaxDuration && Some(s.at) == self.last_speech_end
-        });
-        self.drop_speculation();
-        let (cancel, stream) = match speculated {
-            Some(speculation) => (speculation.cancel, speculation.stream),
-            None => {
-                let cancel = CancellationToken::new();
-                let mut audio = end.audio;
-                let trailing = end
-                    .decided_at
-                    .saturating_sub(end.speech_end)
-                    .saturating_sub(STT_TAIL);
-                let cut = (trailing.as_secs_f64() * f64::from(crate::ingest::MODEL_RATE)) as usize;
-                audio.truncate(audio.len().saturating_sub(cut));
-                let stream = self.providers.stt.transcribe(audio.into(), cancel.clone());
-                (cancel, stream)
-            }
-        };
-        let end_of_turn = end.decided_at.saturating_sub(end.speech_end);
-        self.listening = Some(Listening {
-            cancel,
-            stream,
-            reason: end.reason,
-            speech_end: Instant::now()
-                .checked_sub(end_of_turn)
-                .unwrap_or_else(Instant::now),
-            end_of_turn,
-        });
-        if self.answer.is_none() {
-            self.emit(AgentEvent::State(AgentState::Thinking));
-        }
     }
 
     fn on_stt(&mut self, event: Option<SttEvent>) {
@@ -356,23 +320,24 @@ impl Runner {
             text: text.clone(),
         });
         self.emit(AgentEvent::State(AgentState::Thinking));
-        let messages = {
-            let mut conversation = self.conversation();
-            conversation.push_user(turn, text.clone());
-            conversation.to_messages()
-        };
-        let cancel = CancellationToken::new();
-        let request = LlmRequest {
-            messages,
-            max_tokens: self.config.max_tokens,
-            ..LlmRequest::default()
-        };
-        let llm = self.providers.llm.stream(request, cancel.clone());
-        let record = TurnRecord {
+        self.conversation().push_user(turn, text.clone());
+        let mut record = self.new_record(turn, &text, reason, end_of_turn);
+        record.stt_final = reason.map(|_| speech_end.elapsed());
+        self.answer = Some(self.start_answer(turn, record, speech_end, None));
+    }
+
+    /// A turn's record before anything was answered.
+    fn new_record(
+        &self,
+        turn: TurnId,
+        transcript: &str,
+        reason: Option<TurnEndReason>,
+        end_of_turn: Duration,
+    ) -> TurnRecord {
+        TurnRecord {
             turn,
             reason,
             end_of_turn,
-            stt_final: reason.map(|_| speech_end.elapsed()),
             providers: (
                 reason
                     .map_or("client", |_| self.providers.stt.name())
@@ -380,10 +345,30 @@ impl Runner {
                 self.providers.llm.name().to_string(),
                 self.providers.tts.name().to_string(),
             ),
-            transcript: text,
+            transcript: transcript.to_string(),
             ..TurnRecord::default()
+        }
+    }
+
+    /// Starts the LLM on the conversation, followed by `pending_user` when the user's message is
+    /// not in it yet (a held answer).
+    fn start_answer(
+        &self,
+        turn: TurnId,
+        record: TurnRecord,
+        speech_end: Instant,
+        pending_user: Option<&str>,
+    ) -> Answer {
+        let mut messages = self.conversation().to_messages();
+        messages.extend(pending_user.map(ChatMessage::user));
+        let cancel = CancellationToken::new();
+        let request = LlmRequest {
+            messages,
+            max_tokens: self.config.max_tokens,
+            ..LlmRequest::default()
         };
-        self.answer = Some(Answer {
+        let llm = self.providers.llm.stream(request, cancel.clone());
+        Answer {
             turn,
             cancel,
             speech_end,
@@ -397,7 +382,9 @@ impl Runner {
             samples: Vec::with_capacity(TTS_BLOCK * 4),
             tts_texts: VecDeque::new(),
             speaking_since: None,
-        });
+            held: false,
+            llm_first_at: None,
+        }
     }
 
     /// Cuts the answer in progress to what the listener heard and records it.
@@ -407,6 +394,11 @@ impl Runner {
             return;
         };
         answer.cancel.cancel();
+        if answer.held {
+            // Nothing of it was said or recorded.
+            crate::metrics::record_preemptive_answer_dropped();
+            return;
+        }
         let played = self.egress().interrupt(self.config.listener_lag).text;
         // Without speech output the client got the text itself: all of it counts as heard.
         let heard = if self.config.speech_output {
@@ -437,6 +429,7 @@ impl Runner {
             Some(LlmEvent::Token(token)) => {
                 if answer.record.llm_first_token.is_none() {
                     answer.record.llm_first_token = Some(answer.speech_end.elapsed());
+                    answer.llm_first_at = Some(Instant::now());
                 }
                 answer.record.answer.push_str(&token);
                 for chunk in answer.chunker.push(&token) {
@@ -461,11 +454,16 @@ impl Runner {
         };
         answer.llm = None;
         let rest = answer.chunker.finish();
-        let (turn, text) = (answer.turn, answer.record.answer.trim().to_string());
+        let (turn, text, held) = (
+            answer.turn,
+            answer.record.answer.trim().to_string(),
+            answer.held,
+        );
         if let Some(rest) = rest {
             self.speak(rest);
         }
-        if !text.is_empty() {
+        // A held answer joins the conversation after its user turn, when the turn ends.
+        if !text.is_empty() && !held {
             self.conversation().push_assistant(turn, text);
         }
     }
@@ -506,7 +504,13 @@ impl Runner {
                 let resampler = answer.resampler.as_mut().expect("set above");
                 answer.resampled.clear();
                 let mut failed = None;
-                for block in chunk.samples.chunks(TTS_BLOCK) {
+                // The answer's first sound should be its first frame, not a quiet lead-in.
+                let samples = if answer.record.tts_first_audio.is_none() {
+                    skip_lead_in(&chunk.samples, tts_rate)
+                } else {
+                    &chunk.samples[..]
+                };
+                for block in samples.chunks(TTS_BLOCK) {
                     answer.block.clear();
                     answer.block.extend(block.iter().map(|&s| i16_to_f32(s)));
                     if let Err(e) = resampler.process(&answer.block, &mut answer.resampled) {
@@ -575,7 +579,7 @@ impl Runner {
         let finished = self
             .answer
             .as_ref()
-            .is_some_and(|a| a.llm.is_none() && a.tts.is_empty())
+            .is_some_and(|a| !a.held && a.llm.is_none() && a.tts.is_empty())
             && self.barge_in.is_none()
             && !self.egress().is_speaking();
         if finished && let Some(answer) = self.answer.take() {
@@ -585,8 +589,39 @@ impl Runner {
     }
 }
 
+/// Samples quieter than this (about -50 dBFS) before the first sound are a lead-in.
+const LEAD_IN_LEVEL: i16 = 100;
+/// Longest lead-in removed, and audio kept before the first sound (so its onset is whole).
+const LEAD_IN_MAX: Duration = Duration::from_millis(300);
+const LEAD_IN_KEEP: Duration = Duration::from_millis(5);
+
+/// `samples` without the near-silence a TTS voice starts with (at most [`LEAD_IN_MAX`]).
+fn skip_lead_in(samples: &[i16], rate: u32) -> &[i16] {
+    let at = |d: Duration| (d.as_secs_f64() * f64::from(rate)) as usize;
+    let limit = at(LEAD_IN_MAX).min(samples.len());
+    let first_sound = samples[..limit]
+        .iter()
+        .position(|s| s.unsigned_abs() > LEAD_IN_LEVEL.unsigned_abs())
+        .unwrap_or(limit);
+    &samples[first_sound.saturating_sub(at(LEAD_IN_KEEP))..]
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_quiet_lead_in_is_skipped_but_not_the_onset_or_long_silence() {
+        let mut audio = vec![3i16; 1_000]; // 62.5 ms of near-silence at 16 kHz
+        audio.extend([2_000, -2_000, 1_500]);
+        let trimmed = super::skip_lead_in(&audio, 16_000);
+        assert_eq!(trimmed.len(), 3 + 80, "5 ms kept before the first sound");
+        let silent = vec![0i16; 16_000];
+        assert_eq!(
+            super::skip_lead_in(&silent, 16_000).len(),
+            16_000 - 4_800 + 80
+        );
+        assert!(super::skip_lead_in(&[], 16_000).is_empty());
+    }
+
     #[test]
     fn fillers_and_noise_are_not_words() {
         assert_eq!(super::spoken_words("Hmm."), 0);
