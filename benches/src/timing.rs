@@ -136,6 +136,10 @@ impl Llm for TimedLlm {
         self.0.name()
     }
 
+    fn read_ahead(&self, request: LlmRequest, cancel: CancellationToken) {
+        self.0.read_ahead(request, cancel);
+    }
+
     fn stream(&self, request: LlmRequest, cancel: CancellationToken) -> EventStream<LlmEvent> {
         let index = self.1.start(Kind::Llm);
         let inner = self.0.stream(request, cancel);

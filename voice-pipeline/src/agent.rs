@@ -340,16 +340,25 @@ impl FirstFrame {
     }
 }
 
+/// A listening event and the arrival of the frame that caused it: wall-clock anchors for the
+/// media times in the event, which include any lag of the listening thread behind the audio.
+pub(crate) struct Heard {
+    event: IngestEvent,
+    arrived: Instant,
+}
+
 /// The listening thread: frames in, listening events out.
 fn listen(
     mut ingest: Ingest,
     queue: &AudioQueue,
-    events: &mpsc::Sender<IngestEvent>,
+    events: &mpsc::Sender<Heard>,
     errors: &mpsc::Sender<AgentEvent>,
 ) {
     let mut last_error: Option<String> = None;
     while let Ok(next) = queue.pop(Duration::from_millis(100)) {
-        let Some(frame) = next else { continue };
+        let Some((frame, arrived)) = next else {
+            continue;
+        };
         if let Err(e) = ingest.push(&frame) {
             // Report a failure once per kind, not once per frame.
             let message = e.to_string();
@@ -359,7 +368,7 @@ fn listen(
             }
         }
         while let Some(event) = ingest.poll() {
-            if events.blocking_send(event).is_err() {
+            if events.blocking_send(Heard { event, arrived }).is_err() {
                 return;
             }
         }

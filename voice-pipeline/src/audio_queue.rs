@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::frame::AudioFrame;
 
@@ -12,7 +12,8 @@ pub const INGEST_FRAME_CAPACITY: usize = 50;
 
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<AudioFrame>,
+    /// Frames and the instants they were pushed.
+    frames: VecDeque<(AudioFrame, Instant)>,
     dropped: u64,
     closed: bool,
 }
@@ -50,22 +51,23 @@ impl AudioQueue {
             state.dropped += 1;
             crate::metrics::record_dropped_frame();
         }
-        state.frames.push_back(frame);
+        state.frames.push_back((frame, Instant::now()));
         drop(state);
         self.ready.notify_one();
         true
     }
 
-    /// Waits up to `timeout` for a frame. `Err(())` once closed and drained.
+    /// Waits up to `timeout` for a frame, returned with the instant it was pushed (its arrival).
+    /// `Err(())` once closed and drained.
     #[allow(clippy::result_unit_err)]
-    pub fn pop(&self, timeout: Duration) -> Result<Option<AudioFrame>, ()> {
+    pub fn pop(&self, timeout: Duration) -> Result<Option<(AudioFrame, Instant)>, ()> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (mut state, _) = self
             .ready
             .wait_timeout_while(state, timeout, |s| s.frames.is_empty() && !s.closed)
             .unwrap_or_else(|p| p.into_inner());
         match state.frames.pop_front() {
-            Some(frame) => Ok(Some(frame)),
+            Some(entry) => Ok(Some(entry)),
             None if state.closed => Err(()),
             None => Ok(None),
         }
@@ -98,8 +100,14 @@ mod tests {
             assert!(queue.push(frame(n)));
         }
         assert_eq!(queue.dropped(), 1);
-        assert_eq!(queue.pop(Duration::ZERO).unwrap().unwrap().samples()[0], 2);
-        assert_eq!(queue.pop(Duration::ZERO).unwrap().unwrap().samples()[0], 3);
+        assert_eq!(
+            queue.pop(Duration::ZERO).unwrap().unwrap().0.samples()[0],
+            2
+        );
+        assert_eq!(
+            queue.pop(Duration::ZERO).unwrap().unwrap().0.samples()[0],
+            3
+        );
         assert_eq!(queue.pop(Duration::from_millis(1)).unwrap(), None);
     }
 

@@ -13,9 +13,10 @@ use crate::stage::{Stage, TextFrame};
 
 /// The first chunk of an answer ends after this many words even without punctuation: speech
 /// starts while the model writes the rest of the sentence, and a short chunk synthesizes faster
-/// (measured over 10 spoken turns: first audio p50 1479 → 1044 ms, Piper on the first chunk
-/// 249 → 115 ms).
-pub const FIRST_CHUNK_MAX_WORDS: usize = 4;
+/// (measured over 10 spoken turns: a whole sentence → 4 words, first audio p50 1479 → 1044 ms,
+/// Piper on the first chunk 249 → 115 ms; 4 → 3 words, over 16 turns with the answer started at
+/// the pause: 697 → 660 ms).
+pub const FIRST_CHUNK_MAX_WORDS: usize = 3;
 /// A chunk is cut at the next space once it grows past this many characters with no punctuation.
 pub const MAX_CHUNK_CHARS: usize = 240;
 
@@ -218,8 +219,8 @@ mod tests {
         assert_eq!(
             out,
             vec![
-                "Well, as far as",
-                "I can tell, the answer is yes, mostly.",
+                "Well, as far",
+                "as I can tell, the answer is yes, mostly.",
                 "The capital of France is Paris."
             ]
         );

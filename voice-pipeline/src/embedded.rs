@@ -247,6 +247,19 @@ impl Llm for EmbeddedLlmProvider {
         );
         stream
     }
+
+    fn read_ahead(&self, request: LlmRequest, cancel: CancellationToken) {
+        let job = move |model: &mut EmbeddedLlm| {
+            if cancel.is_cancelled() {
+                return;
+            }
+            if let Err(e) = model.read_ahead(&request.messages, request.max_tokens) {
+                tracing::debug!(error = %e, "embedded LLM read-ahead failed");
+            }
+        };
+        // A full queue only loses the head start.
+        let _ = self.worker.submit(job);
+    }
 }
 
 /// A voice that can live on a model thread.

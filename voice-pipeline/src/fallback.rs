@@ -76,6 +76,12 @@ impl Llm for FallbackLlm {
         "fallback"
     }
 
+    fn read_ahead(&self, request: LlmRequest, cancel: CancellationToken) {
+        for provider in &self.providers {
+            provider.read_ahead(request.clone(), cancel.clone());
+        }
+    }
+
     fn stream(&self, request: LlmRequest, cancel: CancellationToken) -> EventStream<LlmEvent> {
         let (tx, rx) = event_channel();
         let chain = self.clone();

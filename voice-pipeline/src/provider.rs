@@ -189,6 +189,12 @@ pub trait Llm: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Starts generating an answer to `request`.
     fn stream(&self, request: LlmRequest, cancel: CancellationToken) -> EventStream<LlmEvent>;
+    /// `request` is likely to be asked soon, with its last message (the user's, still being
+    /// spoken) grown: a provider may read its start ahead of time (the embedded model fills its
+    /// prompt cache). Nothing is reported; cancelling skips it. The default does nothing.
+    fn read_ahead(&self, request: LlmRequest, cancel: CancellationToken) {
+        let _ = (request, cancel);
+    }
 }
 
 /// A piece of synthesised speech and the text it speaks.

@@ -272,19 +272,21 @@ fn long_conversations_keep_the_system_prompt_and_the_latest_messages() {
     llm.set_options(defaults).unwrap();
 }
 
+/// A greedy answer of up to 24 tokens, and its measurements.
+fn answer(llm: &mut EmbeddedLlm, messages: &[ChatMessage]) -> (String, GenerationStats) {
+    let mut text = String::new();
+    let stats = llm
+        .generate(messages, 24, &mut |piece| {
+            text.push_str(piece);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    (text, stats)
+}
+
 #[test]
 fn answers_read_from_a_cached_prompt_start_match_answers_read_whole() {
     let mut llm = llm();
-    let answer = |llm: &mut EmbeddedLlm, messages: &[ChatMessage]| {
-        let mut text = String::new();
-        let stats = llm
-            .generate(messages, 24, &mut |piece| {
-                text.push_str(piece);
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-        (text, stats)
-    };
     let first = question("What is the capital of France?");
     let mut second = first.clone();
     second.push(ChatMessage::assistant("Paris."));
@@ -302,4 +304,33 @@ fn answers_read_from_a_cached_prompt_start_match_answers_read_whole() {
         report("warm", &warm_stats);
         assert_eq!(&warm_text, cold_text, "same answer from the cached prefix");
     }
+}
+
+#[test]
+fn reading_ahead_an_unfinished_question_changes_the_speed_not_the_answer() {
+    let mut llm = llm();
+    let asked = question("What is the capital of France?");
+    llm.clear_prefix_cache();
+    let (cold_text, cold_stats) = answer(&mut llm, &asked);
+    llm.clear_prefix_cache();
+    // What interim transcripts heard while the question was being spoken.
+    let mut read = 0;
+    for so_far in [
+        "What is",
+        "What is the capital",
+        "What is the capital of Fran",
+    ] {
+        read = llm.read_ahead(&question(so_far), 24).unwrap();
+    }
+    assert!(read > 0, "the last read-ahead read tokens");
+    // A second call with nothing new reads nothing.
+    assert_eq!(
+        llm.read_ahead(&question("What is the capital of Fran"), 24)
+            .unwrap(),
+        0
+    );
+    let (warm_text, warm_stats) = answer(&mut llm, &asked);
+    report("without read-ahead", &cold_stats);
+    report("after read-ahead", &warm_stats);
+    assert_eq!(warm_text, cold_text, "same answer after reading ahead");
 }

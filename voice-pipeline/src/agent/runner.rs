@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::{
-    AgentConfig, AgentEvent, AgentState, FirstFrame, Providers, TurnRecord, next_or_pending,
+    AgentConfig, AgentEvent, AgentState, FirstFrame, Heard, Providers, TurnRecord, next_or_pending,
 };
 use crate::chunker::SentenceChunker;
 use crate::conversation::Conversation;
@@ -54,7 +54,8 @@ struct Listening {
     cancel: CancellationToken,
     stream: EventStream<SttEvent>,
     reason: TurnEndReason,
-    /// Instant the user stopped speaking (decision instant minus the end-of-turn wait).
+    /// Instant the user stopped speaking (arrival of the deciding audio minus the end-of-turn
+    /// wait).
     speech_end: Instant,
     end_of_turn: Duration,
 }
@@ -84,7 +85,7 @@ struct Answer {
 }
 
 enum Wake {
-    Ingest(Option<IngestEvent>),
+    Ingest(Option<Heard>),
     Text(Option<String>),
     Stt(Option<SttEvent>),
     Interim(Option<SttEvent>),
@@ -106,6 +107,8 @@ pub(super) struct Runner {
     listening: Option<Listening>,
     speculation: Option<Speculation>,
     interim: Option<Interim>,
+    /// The LLM read-ahead of the utterance in progress (see `early::read_ahead`).
+    read_ahead: Option<CancellationToken>,
     /// The latest transcript of the utterance in progress (the next transcription's draft).
     draft: Option<Arc<str>>,
     /// Media time of the latest end of speech the VAD reported.
@@ -136,6 +139,7 @@ impl Runner {
             listening: None,
             speculation: None,
             interim: None,
+            read_ahead: None,
             draft: None,
             last_speech_end: None,
             answer: None,
@@ -146,7 +150,7 @@ impl Runner {
 
     pub(super) async fn run(
         mut self,
-        mut ingest: mpsc::Receiver<IngestEvent>,
+        mut ingest: mpsc::Receiver<Heard>,
         mut text: mpsc::Receiver<String>,
         cancel: CancellationToken,
     ) {
@@ -226,7 +230,7 @@ impl Runner {
         self.conversation.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn on_ingest(&mut self, event: IngestEvent) {
+    fn on_ingest(&mut self, Heard { event, arrived }: Heard) {
         match event {
             IngestEvent::SpeechStarted { .. } => {
                 self.barge_in_speech_ended = false;
@@ -240,7 +244,7 @@ impl Runner {
                 self.last_speech_end = Some(at);
                 self.barge_in_speech_ended = self.barge_in.is_some();
             }
-            IngestEvent::TurnEnded(end) => self.on_turn_ended(end),
+            IngestEvent::TurnEnded(end) => self.on_turn_ended(end, arrived),
         }
     }
 

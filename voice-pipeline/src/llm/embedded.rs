@@ -97,6 +97,9 @@ pub unsafe fn set_cpu_threads(threads: usize) {
     unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.max(1).to_string()) };
 }
 
+/// Tokens at the end of a growing message that [`EmbeddedLlm::read_ahead`] leaves unread.
+pub const READ_AHEAD_SLACK: usize = 2;
+
 /// The smallest context that holds a system prompt, a question and an answer.
 pub(super) const MIN_CONTEXT: usize = 64;
 
@@ -457,6 +460,29 @@ impl EmbeddedLlm {
         stats.generated_tokens = generated.len();
         stats.total = start.elapsed();
         Ok(stats)
+    }
+
+    /// Reads the start of a prompt that is likely to come into the prompt cache: `messages`
+    /// whose last message is still growing (a user's interim transcript). Its last
+    /// [`READ_AHEAD_SLACK`] tokens (the word being spoken may still change) and the template's
+    /// closing tokens are left out, so the real prompt starts with what is read. Returns the
+    /// number of tokens now cached (0 when there was nothing new to read).
+    pub fn read_ahead(
+        &mut self,
+        messages: &[ChatMessage],
+        max_tokens: usize,
+    ) -> Result<usize, LlmError> {
+        let mut prompt = self.fit_prompt(messages, max_tokens.max(1))?;
+        // `<|im_end|>\n<|im_start|>assistant\n` after the last message, as `fit_prompt` adds it.
+        let closing = 2 + self.newline.len() + self.encode_plain("assistant\n")?.len();
+        let keep = prompt.ids.len().saturating_sub(closing + READ_AHEAD_SLACK);
+        if keep <= prompt.pinned_len || self.prefixes.contains(&prompt.ids[..keep]) {
+            return Ok(0);
+        }
+        prompt.ids.truncate(keep);
+        self.prefill(&prompt)?;
+        self.prefixes.drop_shorter(&prompt.ids, prompt.pinned_len);
+        Ok(keep)
     }
 
     /// Reads the prompt, starting from the longest cached snapshot of its beginning; snapshots

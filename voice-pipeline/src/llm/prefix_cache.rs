@@ -51,6 +51,14 @@ impl PrefixCache {
         self.entries.push_back((ids.to_vec(), model.clone()));
     }
 
+    /// Forgets the snapshots of proper prefixes of `ids` longer than `min_len` tokens: a longer
+    /// read-ahead of the same message supersedes them.
+    pub(super) fn drop_shorter(&mut self, ids: &[u32], min_len: usize) {
+        self.entries.retain(|(prefix, _)| {
+            prefix.len() <= min_len || prefix.len() >= ids.len() || !ids.starts_with(prefix)
+        });
+    }
+
     /// Whether a snapshot of exactly `ids` is kept.
     pub(super) fn contains(&self, ids: &[u32]) -> bool {
         self.entries.iter().any(|(prefix, _)| prefix == ids)

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::{Listening, Runner, STT_TAIL, spoken_words};
 use crate::agent::{AgentEvent, AgentState};
-use crate::provider::{CancellationToken, EventStream, SttEvent};
+use crate::llm::ChatMessage;
+use crate::provider::{CancellationToken, EventStream, LlmRequest, SttEvent};
 use crate::turn::{TurnEnd, TurnEndReason};
 
 /// A transcription of the speech so far, started at a pause.
@@ -52,6 +53,7 @@ impl Runner {
             Some(SttEvent::Partial(_)) => return,
             Some(SttEvent::Final(text)) if spoken_words(&text) > 0 => {
                 self.draft = Some(Arc::from(text.as_str()));
+                self.read_ahead(&text);
                 self.emit(AgentEvent::UserPartial {
                     turn: self.turn.next(),
                     text,
@@ -61,6 +63,28 @@ impl Runner {
         }
         self.interim = None;
         self.submit_waiting_speculation();
+    }
+
+    /// Lets the LLM read the conversation plus what the person has said so far, while they go
+    /// on speaking: the answer's prompt is then mostly read already (one read-ahead at a time;
+    /// only when an answer would start, i.e. the agent is idle).
+    fn read_ahead(&mut self, heard_so_far: &str) {
+        if !self.config.preemptive_answer || self.answer.is_some() {
+            return;
+        }
+        if let Some(previous) = self.read_ahead.take() {
+            previous.cancel();
+        }
+        let mut messages = self.conversation().to_messages();
+        messages.push(ChatMessage::user(heard_so_far));
+        let cancel = CancellationToken::new();
+        let request = LlmRequest {
+            messages,
+            max_tokens: self.config.max_tokens,
+            ..LlmRequest::default()
+        };
+        self.providers.llm.read_ahead(request, cancel.clone());
+        self.read_ahead = Some(cancel);
     }
 
     /// Starts transcribing the speech so far at a pause (replacing an older speculation).
@@ -137,14 +161,14 @@ impl Runner {
         }
     }
 
-    pub(super) fn on_turn_ended(&mut self, end: TurnEnd) {
+    /// The turn is over; `arrived` is when the audio that decided it arrived, so the end of
+    /// speech is placed on the wall clock before any lag of the listening thread.
+    pub(super) fn on_turn_ended(&mut self, end: TurnEnd, arrived: Instant) {
         if let Some(previous) = self.listening.take() {
             previous.cancel.cancel();
         }
         let end_of_turn = end.decided_at.saturating_sub(end.speech_end);
-        let speech_end = Instant::now()
-            .checked_sub(end_of_turn)
-            .unwrap_or_else(Instant::now);
+        let speech_end = arrived.checked_sub(end_of_turn).unwrap_or(arrived);
         // The speculation heard the same speech if the pause it started at is the turn's end.
         let last_speech_end = self.last_speech_end;
         let speculated = self
