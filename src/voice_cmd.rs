@@ -197,7 +197,7 @@ fn drain_events(session: &mut AgentSession, records: &mut Vec<TurnRecord>) {
             AgentEvent::AgentSpeech { text, .. } => println!("agent: {text}"),
             AgentEvent::Interrupted { heard, .. } => println!("(interrupted; heard: {heard})"),
             AgentEvent::Error(e) => eprintln!("error: {e}"),
-            AgentEvent::TurnComplete(record) => records.push(record),
+            AgentEvent::TurnComplete(record) => records.push(*record),
             AgentEvent::State(_) | AgentEvent::Resumed { .. } | AgentEvent::UserPartial { .. } => {}
         }
     }

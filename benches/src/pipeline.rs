@@ -211,7 +211,7 @@ impl Bench {
         while Instant::now() < deadline {
             for event in feed.step().await {
                 match event {
-                    AgentEvent::TurnComplete(record) => return Ok(record),
+                    AgentEvent::TurnComplete(record) => return Ok(*record),
                     AgentEvent::UserTranscript { text, .. } => transcript = Some(text),
                     AgentEvent::State(state) => states.push(format!("{state:?}")),
                     AgentEvent::Error(e) => return Err(format!("error: {e}")),
@@ -337,7 +337,8 @@ impl TurnSample {
             .and_then(|job| job.first)
             .zip(record.llm_first_token)
             .and_then(|(first, rel)| first.checked_sub(rel));
-        let decided = speech_end.map(|at| at + record.end_of_turn);
+        // When the runner had the decision: the listening chain's time on it is model compute.
+        let decided = speech_end.map(|at| at + record.end_of_turn + record.decision_lag);
         let after_decision = |from: Instant, to: Instant, decided: Instant| {
             to.saturating_duration_since(from.max(decided))
         };

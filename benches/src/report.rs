@@ -120,10 +120,14 @@ impl fmt::Display for PipelineReport {
             self.turns.len()
         )?;
         writeln!(f, "\n{}", header("split after the decision (ms)"))?;
-        let split: [(&str, Vec<Duration>); 6] = [
+        let split: [(&str, Vec<Duration>); 7] = [
             (
                 "end-of-turn wait",
                 self.collect(|t| Some(t.record.end_of_turn)),
+            ),
+            (
+                "decision lag (listening compute)",
+                self.collect(|t| Some(t.record.decision_lag)),
             ),
             (
                 "STT compute after the decision",

@@ -118,6 +118,11 @@ pub struct TurnRecord {
     pub reason: Option<TurnEndReason>,
     /// End of speech → end-of-turn decision (media time).
     pub end_of_turn: Duration,
+    /// Arrival of the audio that decided the end of turn → the agent acting on the decision
+    /// (the listening chain's compute, Smart Turn mostly, and queueing). Wall clock, and part
+    /// of every figure below: they count from the end of speech placed on the wall clock at
+    /// that audio's arrival.
+    pub decision_lag: Duration,
     /// … → final transcript.
     pub stt_final: Option<Duration>,
     /// … → first LLM token.
@@ -179,7 +184,7 @@ pub enum AgentEvent {
         turn: TurnId,
     },
     /// A turn's answer finished (or was cut), with its latencies.
-    TurnComplete(TurnRecord),
+    TurnComplete(Box<TurnRecord>),
     /// Something failed; the session keeps running.
     Error(String),
 }

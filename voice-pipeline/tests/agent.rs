@@ -154,7 +154,7 @@ impl Harness {
 
     fn completed(&self, turn: u64) -> Option<&dartmouth_voice::agent::TurnRecord> {
         self.events.iter().find_map(|e| match e {
-            AgentEvent::TurnComplete(r) if r.turn == TurnId(turn) => Some(r),
+            AgentEvent::TurnComplete(r) if r.turn == TurnId(turn) => Some(&**r),
             _ => None,
         })
     }

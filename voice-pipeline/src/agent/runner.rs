@@ -109,6 +109,8 @@ pub(super) struct Runner {
     interim: Option<Interim>,
     /// The LLM read-ahead of the utterance in progress (see `early::read_ahead`).
     read_ahead: Option<CancellationToken>,
+    /// [`TurnRecord::decision_lag`] of the latest end of turn.
+    decision_lag: Duration,
     /// The latest transcript of the utterance in progress (the next transcription's draft).
     draft: Option<Arc<str>>,
     /// Media time of the latest end of speech the VAD reported.
@@ -140,6 +142,7 @@ impl Runner {
             speculation: None,
             interim: None,
             read_ahead: None,
+            decision_lag: Duration::ZERO,
             draft: None,
             last_speech_end: None,
             answer: None,
@@ -219,7 +222,7 @@ impl Runner {
             .of(answer.turn)
             .map(|at| at.saturating_duration_since(answer.speech_end));
         crate::metrics::record_turn(&record);
-        self.emit(AgentEvent::TurnComplete(record));
+        self.emit(AgentEvent::TurnComplete(Box::new(record)));
     }
 
     fn egress(&self) -> MutexGuard<'_, Egress> {
@@ -342,6 +345,11 @@ impl Runner {
             turn,
             reason,
             end_of_turn,
+            decision_lag: if reason.is_some() {
+                self.decision_lag
+            } else {
+                Duration::ZERO
+            },
             providers: (
                 reason
                     .map_or("client", |_| self.providers.stt.name())

@@ -169,6 +169,7 @@ impl Runner {
         }
         let end_of_turn = end.decided_at.saturating_sub(end.speech_end);
         let speech_end = arrived.checked_sub(end_of_turn).unwrap_or(arrived);
+        self.decision_lag = arrived.elapsed();
         // The speculation heard the same speech if the pause it started at is the turn's end.
         let last_speech_end = self.last_speech_end;
         let speculated = self
@@ -257,6 +258,7 @@ impl Runner {
         let record = &mut answer.record;
         record.reason = Some(reason);
         record.end_of_turn = end_of_turn;
+        record.decision_lag = self.decision_lag;
         record.stt_final = Some(since(heard_at));
         record.llm_first_token = answer.llm_first_at.map(since);
         record.providers.0 = stt;
