@@ -23,14 +23,14 @@
 //! let out = run_stage(
 //!     &mut SentenceChunker::new(),
 //!     [
-//!         token(1, "Once upon a time. There"),
+//!         token(1, "It was late. There"),
 //!         StageInput::System(SystemFrame::Interrupt { turn: TurnId(1) }),
 //!         token(2, "Yes. "),
 //!     ],
 //! )
 //! .unwrap();
 //! let texts: Vec<_> = out.iter().map(|f| (f.turn, f.text.as_str())).collect();
-//! assert_eq!(texts, [(TurnId(1), "Once upon a time."), (TurnId(2), "Yes.")]);
+//! assert_eq!(texts, [(TurnId(1), "It was late."), (TurnId(2), "Yes.")]);
 //! ```
 
 use std::time::Duration;

@@ -205,6 +205,9 @@ impl Runner {
         if let Some(interim) = self.interim.take() {
             interim.cancel.cancel();
         }
+        if let Some(read_ahead) = self.read_ahead.take() {
+            read_ahead.cancel();
+        }
         if let Some(answer) = self.answer.take() {
             answer.cancel.cancel();
         }
