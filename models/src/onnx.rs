@@ -54,16 +54,26 @@ pub fn session(
 /// them, so the graph is first written out once as `.onnx` next to the model (subgraphs named,
 /// see [`name_subgraphs`]) and loaded from there with every optimisation: constant folding turns
 /// the dequantised weights into plain float weights at load. The results are the same; loading
-/// takes a second or two longer and the weights take four times the memory.
+/// takes a second or two longer and the weights take four times the memory. Where the `.onnx`
+/// cannot be written or read (a read-only model directory), the `.ort` model opens as it is,
+/// slower, with a warning.
 pub fn session_folding_weights(
     store: &ModelStore,
     model: &Path,
     threads: usize,
 ) -> Result<ort::session::Session, Error> {
     let environment = init(store)?;
-    unfolded_onnx(environment, model)
-        .and_then(|graph| open(environment, &graph, threads))
-        .map_err(|e| Error::Onnx(format!("{}: {e}", model.display())))
+    match unfolded_onnx(environment, model).and_then(|graph| open(environment, &graph, threads)) {
+        Ok(session) => Ok(session),
+        Err(reason) => {
+            tracing::warn!(
+                model = %model.display(),
+                %reason,
+                "could not unfold the model's weights; running it as shipped (slower)"
+            );
+            session(store, model, threads)
+        }
+    }
 }
 
 /// A session on `model` with every graph optimisation, `threads` intra-op threads and one
@@ -91,6 +101,7 @@ fn unfolded_onnx(environment: &Environment, model: &Path) -> Result<PathBuf, Str
     let unique = format!("{}.{:?}", std::process::id(), std::thread::current().id())
         .replace(|c: char| !c.is_ascii_alphanumeric(), "");
     let exported = model.with_extension(format!("export-{unique}.onnx"));
+    let partial = model.with_extension(format!("named-{unique}.onnx"));
     let result = (|| {
         let failed = |e: String| format!("writing its graph out: {e}");
         let session = ort::session::Session::builder(environment)
@@ -105,12 +116,13 @@ fn unfolded_onnx(environment: &Environment, model: &Path) -> Result<PathBuf, Str
         let bytes =
             std::fs::read(&exported).map_err(|e| format!("reading {}: {e}", exported.display()))?;
         let named = name_subgraphs(&bytes)?;
-        let partial = model.with_extension(format!("named-{unique}.onnx"));
         std::fs::write(&partial, named)
             .map_err(|e| format!("writing {}: {e}", partial.display()))?;
         std::fs::rename(&partial, &graph)
             .map_err(|e| format!("renaming {}: {e}", partial.display()))
     })();
+    // Whatever happened, no temporary file stays (after a rename `partial` is already gone).
     let _ = std::fs::remove_file(&exported);
+    let _ = std::fs::remove_file(&partial);
     result.map(|()| graph)
 }
