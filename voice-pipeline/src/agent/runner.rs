@@ -80,7 +80,8 @@ struct Answer {
     /// Started on a speculative transcript before the turn ended: its audio waits, and the
     /// conversation does not have its turn yet.
     held: bool,
-    /// When the first LLM token arrived (the record's figure is fixed once `speech_end` is known).
+    /// When the first LLM token arrived (the record's figure is derived when the turn completes,
+    /// against the final `speech_end`).
     llm_first_at: Option<Instant>,
 }
 
@@ -220,6 +221,9 @@ impl Runner {
     /// Reports a finished (or cut) answer: its first frame's time, metrics, the event.
     fn complete(&self, answer: Answer) {
         let mut record = answer.record;
+        record.llm_first_token = answer
+            .llm_first_at
+            .map(|at| at.saturating_duration_since(answer.speech_end));
         record.first_frame_out = self
             .first_frame
             .of(answer.turn)
@@ -442,10 +446,7 @@ impl Runner {
         };
         match event {
             Some(LlmEvent::Token(token)) => {
-                if answer.record.llm_first_token.is_none() {
-                    answer.record.llm_first_token = Some(answer.speech_end.elapsed());
-                    answer.llm_first_at = Some(Instant::now());
-                }
+                answer.llm_first_at.get_or_insert_with(Instant::now);
                 answer.record.answer.push_str(&token);
                 for chunk in answer.chunker.push(&token) {
                     self.speak(chunk);

@@ -254,13 +254,11 @@ impl Runner {
         };
         answer.held = false;
         answer.speech_end = speech_end;
-        let since = |at: Instant| at.saturating_duration_since(speech_end);
         let record = &mut answer.record;
         record.reason = Some(reason);
         record.end_of_turn = end_of_turn;
         record.decision_lag = self.decision_lag;
-        record.stt_final = Some(since(heard_at));
-        record.llm_first_token = answer.llm_first_at.map(since);
+        record.stt_final = Some(heard_at.saturating_duration_since(speech_end));
         record.providers.0 = stt;
         let (turn, finished) = (answer.turn, answer.llm.is_none());
         let reply = record.answer.trim().to_string();
