@@ -2,7 +2,7 @@
 CARGO_TARGET_DIR ?= target
 BIN := $(CARGO_TARGET_DIR)/release/dartmouth
 
-.PHONY: setup run test lint models
+.PHONY: setup run test lint models fuzz
 
 setup:
 	scripts/setup.sh
@@ -13,11 +13,17 @@ run: setup
 
 ## Set everything up, then check formatting and lints and run every test.
 test: setup lint
-	cargo test --release --locked --workspace
-	cd web-demo/platform-client && npm test
+	cargo test --release --locked --workspace -- --show-output
 	cargo build --release --locked -p dartmouth
 	cd web-demo && DARTMOUTH_BIN=$(abspath $(BIN)) npm test
 	DARTMOUTH_BIN=$(abspath $(BIN)) tests/interop/run.sh
+	DARTMOUTH_BIN=$(abspath $(BIN)) tests/platform/run.sh
+	DARTMOUTH_BIN=$(abspath $(BIN)) SCHEMATHESIS_SECONDS=90 tests/api-fuzz/run.sh
+	scripts/fuzz.sh 20
+
+## Every fuzz target for 10 minutes (FUZZ_SECONDS to change), from the committed seed corpus.
+fuzz:
+	scripts/fuzz.sh $${FUZZ_SECONDS:-600}
 
 lint:
 	cargo fmt --all -- --check

@@ -56,3 +56,5 @@ echo "setup: provisioning models"
 
 # The WebRTC interop peer (aiortc from PyPI) in its own virtualenv.
 scripts/interop-venv.sh
+# The API fuzzer of the platform sidecar (schemathesis from PyPI) in its own virtualenv.
+scripts/schemathesis-venv.sh
