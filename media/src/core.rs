@@ -3,30 +3,42 @@
 //! [`MediaCore`] is fed datagrams and time ([`MediaCore::handle_receive`],
 //! [`MediaCore::handle_timeout`]) and polled for [`CoreOutput`]s: datagrams to send, events, and
 //! the next time it wants to be woken. It never reads a clock or touches a socket, so tests drive
-//! it in virtual time with in-memory peers (`core_tests.rs`).
+//! it in virtual time with in-memory peers (`tests/room_scenarios.rs`).
 //!
-//! Forwarding: each peer's audio is forwarded, untouched Opus, to the other peers of its room.
-//! A peer receives on its *slots*: the audio m-lines it can receive on (the sendrecv line of a
-//! browser, plus any extra recvonly lines it offered). A source (another participant, or an
-//! in-process agent writing through [`MediaCore::write_audio`]) takes a free slot the first time
-//! it sends and keeps it until it leaves; timestamps are rewritten so each slot's stream stays
-//! continuous when its source changes.
+//! Forwarding is a selective forwarding unit at the RTP level (str0m in RTP mode: packets are
+//! forwarded as they arrive, never depacketized, decoded or re-encoded). Every subscriber receives
+//! on a fixed set of *slots* (audio m-lines, at most [`MediaConfig::max_slots`]; a WHEP peer has
+//! one). The room ranks its sources by loudness with hysteresis ([`crate::speakers`]) and each
+//! subscriber's slots carry the first sources of that ranking other than itself, so voices coming
+//! and going switch sources inside the slots and never need a renegotiation. Each slot rewrites
+//! sequence numbers and timestamps ([`crate::forward`]) so its stream stays continuous.
+//! In-process participants (agents, SIP callers) write audio with [`MediaCore::write_audio`] and
+//! hear the room through [`MediaCore::set_listen`].
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::channel::ChannelId;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::forward::SeqTsRewriter;
+use crate::speakers::SILENT_DBOV;
+use peer::{Peer, Slot};
+use room::{Room, Virtual};
 use sdp::{audio_lines, sdp_error_summary};
 
+pub use peer::PeerStats;
+pub use room::Listen;
+pub use types::{CloseReason, CoreCounters, CoreEvent, CoreOutput, MediaConfig, PeerError};
+
+mod peer;
+mod room;
+mod route;
 mod sdp;
+mod types;
 
 /// A peer (or an in-process participant) of the core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,153 +56,73 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const EVENT_CAPACITY: usize = 1024;
 /// Largest data-channel text message accepted from a peer, in bytes.
 pub const MAX_CHANNEL_MESSAGE: usize = 16 * 1024;
+/// Most audio slots a subscriber can have.
+pub const MAX_SLOTS: usize = 8;
+/// Largest RTP payload forwarded (an Opus packet is at most 1275 bytes).
+const MAX_PAYLOAD: usize = 1275;
 /// Opus RTP clock rate.
 const OPUS_RATE: u32 = 48_000;
-/// RTP timestamp step of one 20 ms Opus frame.
-const OPUS_FRAME_TICKS: u32 = 960;
 /// Timeout reported when no peer needs waking sooner.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
-
-/// Why a peer was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PeerError {
-    /// The SDP offer did not parse.
-    #[error("malformed SDP offer: {0}")]
-    MalformedSdp(String),
-    /// The offer has no audio the core can use.
-    #[error("the offer has no audio m-line with a supported codec (Opus)")]
-    NoUsableAudio,
-    /// The offer could not be accepted.
-    #[error("cannot accept the offer: {0}")]
-    Rejected(String),
-    /// No such peer.
-    #[error("unknown peer {0}")]
-    UnknownPeer(PeerId),
-    /// The peer has no data channel open.
-    #[error("no data channel is open")]
-    NoChannel,
-    /// The peer's data channel is full.
-    #[error("the data channel is congested")]
-    ChannelFull,
-    /// A candidate did not parse.
-    #[error("malformed ICE candidate: {0}")]
-    BadCandidate(String),
-}
-
-/// Why a peer left.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// ICE/DTLS did not complete within [`CONNECT_TIMEOUT`].
-    ConnectTimeout,
-    /// ICE lost the peer (it vanished).
-    Disconnected,
-    /// The owner removed it.
-    Removed,
-    /// A protocol error.
-    Failed(String),
-}
-
-/// What the core reports.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CoreEvent {
-    /// ICE and DTLS completed: media flows.
-    Connected(PeerId),
-    /// The peer is gone and its state released.
-    Closed(PeerId, CloseReason),
-    /// An audio packet of a tapped peer (see [`MediaCore::set_tap`]).
-    Audio {
-        /// Whose audio.
-        peer: PeerId,
-        /// RTP sequence number.
-        seq: u16,
-        /// RTP timestamp (48 kHz).
-        rtp_time: u32,
-        /// The Opus payload.
-        payload: Arc<[u8]>,
-    },
-    /// A text message arrived on the peer's data channel.
-    Text(PeerId, String),
-    /// The peer needs a new SDP offer applied (another participant's audio needs an m-line it
-    /// did not offer); deliver it and feed the answer to [`MediaCore::accept_answer`].
-    Renegotiate(PeerId, String),
-}
-
-/// What a poll yields.
-#[derive(Debug)]
-pub enum CoreOutput {
-    /// Send this datagram.
-    Transmit(Transmit),
-    /// Something happened.
-    Event(CoreEvent),
-    /// Nothing to do until this instant (or until input arrives).
-    Timeout(Instant),
-}
-
-/// Where a peer can receive audio.
-#[derive(Debug)]
-struct Slot {
-    mid: Mid,
-    pt: Pt,
-    source: Option<PeerId>,
-    rewriter: SeqTsRewriter,
-}
-
-#[derive(Debug)]
-struct Peer {
-    id: PeerId,
-    room: Arc<str>,
-    rtc: Rtc,
-    deadline: Option<Instant>,
-    connected: bool,
-    publish_mid: Option<Mid>,
-    slots: Vec<Slot>,
-    channel: Option<ChannelId>,
-    tap: bool,
-    wake: Instant,
-    /// Whether the peer's signaling can carry a new offer (WebSocket yes, WHIP/WHEP no).
-    renegotiable: bool,
-    /// An offer sent and not yet answered: the new m-line and the source it is for.
-    pending: Option<(SdpPendingOffer, Mid, PeerId)>,
-}
-
-/// A member of a room that is not a WebRTC peer (an in-process agent).
-#[derive(Debug)]
-struct Virtual {
-    room: Arc<str>,
-}
+/// How often rooms re-rank their speakers.
+const SPEAKER_TICK: Duration = Duration::from_millis(40);
+/// How often str0m reports RTCP-derived statistics.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// All peers of all rooms.
 pub struct MediaCore {
     local: SocketAddr,
+    config: MediaConfig,
     peers: Vec<Peer>,
+    /// Position of each peer in `peers`.
+    index: HashMap<PeerId, usize>,
+    /// The peer last seen sending from an address (demultiplexing without asking every peer).
+    by_addr: HashMap<SocketAddr, PeerId>,
     virtuals: HashMap<PeerId, Virtual>,
+    rooms: HashMap<Arc<str>, Room>,
     events: VecDeque<CoreEvent>,
     next_id: u64,
     cursor: usize,
     quiet: usize,
-    dropped_events: u64,
+    next_speaker_tick: Option<Instant>,
+    counters: CoreCounters,
 }
 
 impl MediaCore {
     /// A core whose peers reach it at `local` (the advertised host candidate: public IP and the
-    /// shared UDP port).
+    /// shared UDP port), with default settings.
     pub fn new(local: SocketAddr) -> Self {
+        Self::with_config(local, MediaConfig::default())
+    }
+
+    /// A core with `config`.
+    pub fn with_config(local: SocketAddr, mut config: MediaConfig) -> Self {
+        config.max_slots = config.max_slots.clamp(1, MAX_SLOTS);
         Self {
             local,
+            config,
             peers: Vec::new(),
+            index: HashMap::new(),
+            by_addr: HashMap::new(),
             virtuals: HashMap::new(),
+            rooms: HashMap::new(),
             events: VecDeque::with_capacity(64),
             next_id: 1,
             cursor: 0,
             quiet: 0,
-            dropped_events: 0,
+            next_speaker_tick: None,
+            counters: CoreCounters::default(),
         }
     }
 
     /// The advertised address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MediaConfig {
+        &self.config
     }
 
     /// Peers (WebRTC) currently held.
@@ -200,11 +132,41 @@ impl MediaCore {
 
     /// Events dropped because the owner did not poll in time.
     pub fn dropped_events(&self) -> u64 {
-        self.dropped_events
+        self.counters.dropped_events
+    }
+
+    /// The core's counters.
+    pub fn counters(&self) -> CoreCounters {
+        self.counters
+    }
+
+    /// What `peer` reports in RTCP and what we measured of its audio.
+    pub fn peer_stats(&self, peer: PeerId) -> Option<PeerStats> {
+        self.index.get(&peer).map(|i| self.peers[*i].stats.clone())
+    }
+
+    /// Every WebRTC peer with its room and statistics.
+    pub fn all_peer_stats(&self) -> impl Iterator<Item = (PeerId, &Arc<str>, &PeerStats)> {
+        self.peers.iter().map(|p| (p.id, &p.room, &p.stats))
+    }
+
+    /// The audio slots `peer` receives on, and the source in each.
+    pub fn slots(&self, peer: PeerId) -> Option<Vec<Option<PeerId>>> {
+        self.index
+            .get(&peer)
+            .map(|i| self.peers[*i].slots.iter().map(|s| s.source).collect())
+    }
+
+    /// The room's sources in rank order (loudest by hysteresis first).
+    pub fn ranking(&self, room: &str) -> Vec<PeerId> {
+        self.rooms
+            .get(room)
+            .map(|r| r.speakers.ranking().to_vec())
+            .unwrap_or_default()
     }
 
     /// Adds a WebRTC peer to `room` from its SDP offer and returns the SDP answer.
-    /// `renegotiable`: its signaling can carry later offers (see [`CoreEvent::Renegotiate`]).
+    /// `renegotiable`: its signaling can carry a later offer (see [`CoreEvent::Renegotiate`]).
     pub fn add_peer(
         &mut self,
         now: Instant,
@@ -220,6 +182,8 @@ impl MediaCore {
         let mut rtc = Rtc::builder()
             .clear_codecs()
             .enable_opus(true, false)
+            .set_rtp_mode(true)
+            .set_stats_interval(Some(STATS_INTERVAL))
             .build(now);
         let candidate = Candidate::host(self.local, "udp")
             .map_err(|e| PeerError::Rejected(format!("local candidate: {e}")))?;
@@ -229,45 +193,113 @@ impl MediaCore {
             .accept_offer(offer)
             .map_err(|e| PeerError::Rejected(e.to_string()))?;
         let answer_sdp = answer.to_sdp_string();
-        let (publish_mid, slots) = audio_lines(&mut rtc, &answer_sdp);
-        if publish_mid.is_none() && slots.is_empty() {
+        let (publish, mut slots) = audio_lines(&mut rtc, &answer_sdp);
+        if publish.is_none() && slots.is_empty() {
             return Err(PeerError::NoUsableAudio);
         }
+        slots.truncate(self.config.max_slots);
         let id = self.allocate_id();
+        let room: Arc<str> = Arc::from(room);
+        self.index.insert(id, self.peers.len());
         self.peers.push(Peer {
             id,
-            room: Arc::from(room),
+            room: room.clone(),
             rtc,
             deadline: Some(now + CONNECT_TIMEOUT),
             connected: false,
-            publish_mid,
+            publish_mid: publish.map(|(mid, _)| mid),
+            publish_pt: publish.map(|(_, pt)| pt),
+            publish_ssrc: None,
             slots,
             channel: None,
             tap: false,
             wake: now,
             renegotiable,
             pending: None,
+            muted: false,
+            unsubscribed: Default::default(),
+            policer: Default::default(),
+            stats: PeerStats::default(),
         });
+        self.join_room(&room, id);
         self.quiet = 0;
         Ok((id, answer_sdp))
     }
 
-    /// Adds an in-process participant (an agent) to `room`; it sends with
-    /// [`MediaCore::write_audio`] and hears peers through [`MediaCore::set_tap`].
-    pub fn add_virtual(&mut self, room: &str) -> PeerId {
+    /// Adds an in-process participant (an agent or a SIP caller) to `room`; it sends with
+    /// [`MediaCore::write_audio`] and hears the room through [`MediaCore::set_listen`] (or one
+    /// peer through [`MediaCore::set_tap`]). `agent`: other agents and active-speaker listeners
+    /// do not hear it as a person.
+    pub fn add_virtual(&mut self, room: &str, agent: bool) -> PeerId {
         let id = self.allocate_id();
+        let room: Arc<str> = Arc::from(room);
         self.virtuals.insert(
             id,
             Virtual {
-                room: Arc::from(room),
+                room: room.clone(),
+                agent,
+                listen: None,
+                muted: false,
             },
         );
+        self.join_room(&room, id);
         id
     }
 
-    /// Whether `peer`'s audio is reported as [`CoreEvent::Audio`] (for an agent listening to it).
+    /// Whether `peer`'s audio is reported as [`CoreEvent::Audio`] with no listener.
     pub fn set_tap(&mut self, peer: PeerId, tap: bool) -> Result<(), PeerError> {
         self.peer_mut(peer)?.tap = tap;
+        Ok(())
+    }
+
+    /// What the in-process participant `listener` hears (`None`: nothing). Its audio arrives as
+    /// [`CoreEvent::Audio`] events with `listener: Some(listener)`.
+    pub fn set_listen(
+        &mut self,
+        listener: PeerId,
+        listen: Option<Listen>,
+    ) -> Result<(), PeerError> {
+        let v = self
+            .virtuals
+            .get_mut(&listener)
+            .ok_or(PeerError::UnknownPeer(listener))?;
+        v.listen = listen;
+        Ok(())
+    }
+
+    /// Server-side mute: while muted, `peer`'s audio reaches no subscriber and no listener.
+    pub fn set_muted(&mut self, peer: PeerId, muted: bool) -> Result<(), PeerError> {
+        let room = if let Some(v) = self.virtuals.get_mut(&peer) {
+            v.muted = muted;
+            v.room.clone()
+        } else {
+            let p = self.peer_mut(peer)?;
+            p.muted = muted;
+            p.room.clone()
+        };
+        if muted && let Some(r) = self.rooms.get_mut(&room) {
+            r.speakers.remove(peer);
+            self.reassign(&room);
+        }
+        // At unmute the source re-enters the ranking with its next packet, re-anchored.
+        Ok(())
+    }
+
+    /// Whether subscriber `peer` hears `source` (every source by default).
+    pub fn set_subscribed(
+        &mut self,
+        peer: PeerId,
+        source: PeerId,
+        subscribed: bool,
+    ) -> Result<(), PeerError> {
+        let p = self.peer_mut(peer)?;
+        if subscribed {
+            p.unsubscribed.remove(&source);
+        } else {
+            p.unsubscribed.insert(source);
+        }
+        let room = p.room.clone();
+        self.reassign(&room);
         Ok(())
     }
 
@@ -287,42 +319,35 @@ impl MediaCore {
 
     /// Removes a peer or an in-process participant, releasing its slots in other peers.
     pub fn remove(&mut self, id: PeerId) {
-        if self.virtuals.remove(&id).is_some() {
-            self.release_source(id);
+        if let Some(v) = self.virtuals.remove(&id) {
+            self.leave_room(&v.room, id);
             return;
         }
-        if let Some(index) = self.peers.iter().position(|p| p.id == id) {
-            let mut peer = self.peers.swap_remove(index);
-            peer.rtc.disconnect();
-            self.release_source(id);
-            self.push_event(CoreEvent::Closed(id, CloseReason::Removed));
+        if let Some(&index) = self.index.get(&id) {
+            self.close(index, CloseReason::Removed);
         }
     }
 
     /// Applies the peer's answer to the last [`CoreEvent::Renegotiate`] offer.
     pub fn accept_answer(&mut self, peer: PeerId, answer_sdp: &str) -> Result<(), PeerError> {
-        let peer = self.peer_mut(peer)?;
+        let p = self.peer_mut(peer)?;
         let answer = SdpAnswer::from_sdp_string(answer_sdp)
             .map_err(|e| PeerError::MalformedSdp(sdp_error_summary(&e.to_string())))?;
-        let (pending, mid, source) = peer
+        let (pending, mids) = p
             .pending
             .take()
             .ok_or_else(|| PeerError::Rejected("no offer is pending".into()))?;
-        peer.rtc
+        p.rtc
             .sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| PeerError::Rejected(e.to_string()))?;
-        if let Some(pt) = sdp::opus_pt(&mut peer.rtc, mid) {
-            let mut rewriter = SeqTsRewriter::new();
-            rewriter.switch_source(source.0, OPUS_FRAME_TICKS);
-            let taken = peer.slots.iter().any(|s| s.source == Some(source));
-            peer.slots.push(Slot {
-                mid,
-                pt,
-                source: (!taken).then_some(source),
-                rewriter,
-            });
+        for mid in mids {
+            if let Some(pt) = sdp::opus_pt(&mut p.rtc, mid) {
+                p.slots.push(Slot::new(mid, pt));
+            }
         }
+        let room = p.room.clone();
+        self.reassign(&room);
         self.quiet = 0;
         Ok(())
     }
@@ -330,7 +355,7 @@ impl MediaCore {
     /// Sends a text message on the peer's data channel.
     pub fn send_text(&mut self, peer: PeerId, text: &str) -> Result<(), PeerError> {
         let peer = self.peer_mut(peer)?;
-        let id = peer.channel.ok_or(PeerError::NoChannel)?;
+        let id: ChannelId = peer.channel.ok_or(PeerError::NoChannel)?;
         let mut channel = peer.rtc.channel(id).ok_or(PeerError::NoChannel)?;
         match channel.write(false, text.as_bytes()) {
             Ok(true) => Ok(()),
@@ -338,21 +363,27 @@ impl MediaCore {
         }
     }
 
-    /// Audio from an in-process participant (one Opus frame of 20 ms, RTP time at 48 kHz) to
-    /// every peer of its room that has a slot for it. Peers without a free slot do not hear it.
+    /// Audio from an in-process participant: one Opus frame (RTP time at 48 kHz), with its level
+    /// (-dBov; `None`: estimated from the packet size), forwarded like any participant's.
     pub fn write_audio(
         &mut self,
         now: Instant,
         source: PeerId,
         seq: u16,
         rtp_time: u32,
+        level: Option<u8>,
         payload: &[u8],
     ) {
-        let Some(room) = self.virtuals.get(&source).map(|v| Arc::clone(&v.room)) else {
+        let Some(v) = self.virtuals.get(&source) else {
             return;
         };
+        if v.muted || payload.is_empty() || payload.len() > MAX_PAYLOAD {
+            return;
+        }
+        let room = Arc::clone(&v.room);
         let data: Arc<[u8]> = Arc::from(payload);
-        self.forward(now, &room, source, seq, rtp_time, &data);
+        let level = level.unwrap_or_else(|| level_from_size(payload.len()));
+        self.route(now, &room, source, seq, rtp_time, level, &data);
     }
 
     /// Feeds a datagram received on the shared socket. Returns `false` if no peer claims it.
@@ -364,23 +395,39 @@ impl MediaCore {
         datagram: &[u8],
     ) -> bool {
         let Ok(receive) = Receive::new(Protocol::Udp, source, destination, datagram) else {
+            self.counters.malformed += 1;
             return false;
         };
         let input = Input::Receive(now, receive);
-        let Some(index) = self.peers.iter().position(|p| p.rtc.accepts(&input)) else {
-            return false;
+        let cached = self
+            .by_addr
+            .get(&source)
+            .and_then(|id| self.index.get(id).copied())
+            .filter(|i| self.peers[*i].rtc.accepts(&input));
+        let index = match cached {
+            Some(i) => i,
+            None => match self.peers.iter().position(|p| p.rtc.accepts(&input)) {
+                Some(i) => {
+                    self.by_addr.insert(source, self.peers[i].id);
+                    i
+                }
+                None => {
+                    self.counters.unclaimed += 1;
+                    return false;
+                }
+            },
         };
         let peer = &mut self.peers[index];
         if let Err(e) = peer.rtc.handle_input(input) {
             let id = peer.id;
-            self.close(index, CloseReason::Failed(e.to_string()));
             tracing::debug!(%id, error = %e, "peer input failed");
+            self.close(index, CloseReason::Failed(e.to_string()));
         }
         self.quiet = 0;
         true
     }
 
-    /// Advances time: timers of every peer that is due, connect deadlines.
+    /// Advances time: timers of every peer that is due, connect deadlines, speaker ranking.
     pub fn handle_timeout(&mut self, now: Instant) {
         let mut index = 0;
         while index < self.peers.len() {
@@ -397,6 +444,10 @@ impl MediaCore {
                 self.quiet = 0;
             }
             index += 1;
+        }
+        if self.next_speaker_tick.is_none_or(|t| now >= t) {
+            self.next_speaker_tick = Some(now + SPEAKER_TICK);
+            self.rank_speakers(now);
         }
     }
 
@@ -445,6 +496,9 @@ impl MediaCore {
                 peer.deadline = None;
                 let id = peer.id;
                 self.push_event(CoreEvent::Connected(id));
+                self.offer_missing_slots(index);
+                let room = self.peers[index].room.clone();
+                self.reassign(&room);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.close(index, CloseReason::Disconnected);
@@ -460,124 +514,72 @@ impl MediaCore {
                     self.push_event(CoreEvent::Text(id, text));
                 }
             }
-            Event::MediaData(data) => {
-                if Some(data.mid) != peer.publish_mid {
-                    return;
-                }
-                let (id, tap, room) = (peer.id, peer.tap, Arc::clone(&peer.room));
-                let seq = **data.seq_range.start() as u16;
-                let rtp_time = data.time.numer() as u32;
-                if tap {
-                    self.push_event(CoreEvent::Audio {
-                        peer: id,
-                        seq,
-                        rtp_time,
-                        payload: data.data.clone(),
-                    });
-                }
-                self.forward(now, &room, id, seq, rtp_time, &data.data);
+            Event::RtpPacket(packet) => self.on_rtp(now, index, packet),
+            Event::MediaEgressStats(stats) => peer.egress_stats(&stats),
+            Event::MediaIngressStats(stats) => peer.ingress_stats(&stats),
+            Event::PeerStats(stats) if peer.stats.rtt.is_none() => {
+                peer.stats.rtt = stats.rtt.or_else(|| {
+                    stats
+                        .selected_candidate_pair
+                        .and_then(|p| p.current_round_trip_time)
+                });
             }
             _ => {}
         }
     }
 
-    /// Writes one source's packet into a slot of every other peer of the room.
-    fn forward(
-        &mut self,
-        now: Instant,
-        room: &str,
-        source: PeerId,
-        seq: u16,
-        rtp_time: u32,
-        data: &Arc<[u8]>,
-    ) {
-        let mut offers = Vec::new();
-        for peer in self
-            .peers
-            .iter_mut()
-            .filter(|p| p.id != source && &*p.room == room && p.connected)
-        {
-            let slot_index = match peer.slots.iter().position(|s| s.source == Some(source)) {
-                Some(i) => i,
-                None => match peer.slots.iter().position(|s| s.source.is_none()) {
-                    Some(i) => {
-                        let slot = &mut peer.slots[i];
-                        slot.source = Some(source);
-                        slot.rewriter.switch_source(source.0, OPUS_FRAME_TICKS);
-                        i
-                    }
-                    None => {
-                        // No m-line for this source: offer one if the peer can take offers.
-                        if peer.renegotiable && peer.pending.is_none() {
-                            let mut change = peer.rtc.sdp_api();
-                            let mid = change.add_media(
-                                MediaKind::Audio,
-                                Direction::SendOnly,
-                                Some(source.to_string()),
-                                None,
-                                None,
-                            );
-                            if let Some((offer, pending)) = change.apply() {
-                                peer.pending = Some((pending, mid, source));
-                                offers.push(CoreEvent::Renegotiate(peer.id, offer.to_sdp_string()));
-                            }
-                        }
-                        continue;
-                    }
-                },
-            };
-            let slot = &mut peer.slots[slot_index];
-            let Some((_, ts)) = slot.rewriter.rewrite(source.0, seq, rtp_time) else {
-                continue;
-            };
-            let (mid, pt) = (slot.mid, slot.pt);
-            if let Some(writer) = peer.rtc.writer(mid) {
-                let time = MediaTime::new(u64::from(ts), Frequency::FORTY_EIGHT_KHZ);
-                if writer.write(pt, now, time, data.clone()).is_ok() {
-                    self.quiet = 0;
-                }
-            }
-        }
-        for offer in offers {
-            self.push_event(offer);
-        }
+    fn join_room(&mut self, room: &Arc<str>, id: PeerId) {
+        let speakers = self.config.speakers.clone();
+        self.rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room::new(speakers))
+            .members
+            .push(id);
     }
 
-    fn release_source(&mut self, source: PeerId) {
+    fn leave_room(&mut self, room: &str, id: PeerId) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        r.members.retain(|m| *m != id);
+        if r.members.is_empty() {
+            self.rooms.remove(room);
+            return;
+        }
+        if r.speakers.remove(id) {
+            self.reassign(room);
+        }
         for peer in &mut self.peers {
-            for slot in peer.slots.iter_mut().filter(|s| s.source == Some(source)) {
-                slot.source = None;
-            }
+            peer.unsubscribed.remove(&id);
         }
     }
 
     fn close(&mut self, index: usize, reason: CloseReason) {
         let mut peer = self.peers.swap_remove(index);
+        self.index.remove(&peer.id);
+        if let Some(moved) = self.peers.get(index) {
+            self.index.insert(moved.id, index);
+        }
+        self.by_addr.retain(|_, id| *id != peer.id);
         peer.rtc.disconnect();
         let id = peer.id;
-        self.release_source(id);
+        self.leave_room(&peer.room, id);
         self.push_event(CoreEvent::Closed(id, reason));
         self.quiet = 0;
     }
 
     fn push_event(&mut self, event: CoreEvent) {
-        if self.events.len() >= EVENT_CAPACITY {
-            if let Some(i) = self
-                .events
-                .iter()
-                .position(|e| matches!(e, CoreEvent::Audio { .. }))
-            {
-                self.events.remove(i);
-            }
-            self.dropped_events += 1;
-        }
-        self.events.push_back(event);
+        push_event(&mut self.events, &mut self.counters, event);
     }
 
     fn next_wake(&self, now: Instant) -> Instant {
+        let speaker_tick = (!self.rooms.is_empty())
+            .then_some(self.next_speaker_tick)
+            .flatten();
         self.peers
             .iter()
             .flat_map(|p| [Some(p.wake), p.deadline])
+            .chain([speaker_tick])
             .flatten()
             .min()
             .unwrap_or(now + IDLE_WAKE)
@@ -586,10 +588,10 @@ impl MediaCore {
     }
 
     fn peer_mut(&mut self, id: PeerId) -> Result<&mut Peer, PeerError> {
-        self.peers
-            .iter_mut()
-            .find(|p| p.id == id)
-            .ok_or(PeerError::UnknownPeer(id))
+        match self.index.get(&id) {
+            Some(&i) => Ok(&mut self.peers[i]),
+            None => Err(PeerError::UnknownPeer(id)),
+        }
     }
 
     fn allocate_id(&mut self) -> PeerId {
@@ -597,6 +599,26 @@ impl MediaCore {
         self.next_id += 1;
         id
     }
+}
+
+/// Queues an event; beyond [`EVENT_CAPACITY`] the oldest audio event makes room (counted).
+fn push_event(events: &mut VecDeque<CoreEvent>, counters: &mut CoreCounters, event: CoreEvent) {
+    if events.len() >= EVENT_CAPACITY {
+        if let Some(i) = events
+            .iter()
+            .position(|e| matches!(e, CoreEvent::Audio { .. }))
+        {
+            events.remove(i);
+        }
+        counters.dropped_events += 1;
+    }
+    events.push_back(event);
+}
+
+/// A level for audio that carries none: Opus silence and DTX packets are a few bytes, speech is
+/// tens to hundreds.
+fn level_from_size(bytes: usize) -> u8 {
+    if bytes < 20 { SILENT_DBOV } else { 30 }
 }
 
 /// Opus clock rate, for callers building RTP times.

@@ -3,13 +3,20 @@
 //! A subscriber sees one continuous RTP stream even when the forwarded source switches between
 //! publishers or a publisher restarts its stream. Within a source the mapping is a fixed wrapping
 //! offset, so reordered packets map consistently; at a switch the offsets are re-anchored so the
-//! first packet of the new source follows the last one sent.
+//! first packet of the new source follows the last one sent. The timestamp advances across a
+//! switch by the wall-clock time between the last packet sent and the new source's first
+//! ([`SeqTsRewriter::switch_source_elapsed`]), so a receiver's jitter buffer sees the pause that
+//! really happened.
+
+use std::time::Instant;
 
 /// Identifies a forwarded source (a publisher's track, or one incarnation of it).
 pub type SourceId = u64;
 
 /// Default timestamp advance at a switch: one 20 ms frame at the 48 kHz Opus RTP clock.
 pub const DEFAULT_TS_STEP: u32 = 960;
+/// RTP clock of the forwarded audio (Opus).
+const CLOCK_RATE: u64 = 48_000;
 
 /// Wrapping "a is newer than b" for 16-bit sequence numbers.
 fn seq_newer(a: u16, b: u16) -> bool {
@@ -48,8 +55,12 @@ pub struct SeqTsRewriter {
     anchor: Option<Anchor>,
     /// Timestamp advance applied between the last sent packet and the new source's first one.
     pending_ts_step: u32,
+    /// Measure that advance from the wall clock at the new source's first packet instead.
+    pending_elapsed: bool,
     /// Highest (newest) outgoing sequence number and timestamp sent so far.
     highest: Option<Sent>,
+    /// When the last packet was sent (for elapsed-time switches).
+    last_sent_at: Option<Instant>,
 }
 
 impl Default for SeqTsRewriter {
@@ -65,7 +76,9 @@ impl SeqTsRewriter {
             current: None,
             anchor: None,
             pending_ts_step: DEFAULT_TS_STEP,
+            pending_elapsed: false,
             highest: None,
+            last_sent_at: None,
         }
     }
 
@@ -82,6 +95,37 @@ impl SeqTsRewriter {
         self.current = Some(source);
         self.anchor = None;
         self.pending_ts_step = ts_step.max(1);
+        self.pending_elapsed = false;
+    }
+
+    /// Like [`SeqTsRewriter::switch_source`], but the timestamp of the new source's first packet
+    /// follows the last sent one by the wall-clock time between them (at least one frame); needs
+    /// [`SeqTsRewriter::rewrite_at`]. Used for speaker switches, mute/unmute and restarts.
+    pub fn switch_source_elapsed(&mut self, source: SourceId) {
+        self.switch_source(source, DEFAULT_TS_STEP);
+        self.pending_elapsed = true;
+    }
+
+    /// [`SeqTsRewriter::rewrite`] for a packet forwarded at `now` (elapsed-time switches).
+    pub fn rewrite_at(
+        &mut self,
+        now: Instant,
+        source: SourceId,
+        seq: u16,
+        ts: u32,
+    ) -> Option<(u16, u32)> {
+        if self.anchor.is_none() && self.pending_elapsed && self.current == Some(source) {
+            if let Some(last) = self.last_sent_at {
+                let elapsed = now.saturating_duration_since(last);
+                let ticks = (elapsed.as_micros() as u64 * CLOCK_RATE / 1_000_000)
+                    .clamp(u64::from(DEFAULT_TS_STEP), u64::from(u32::MAX / 2));
+                self.pending_ts_step = ticks as u32;
+            }
+            self.pending_elapsed = false;
+        }
+        let out = self.rewrite(source, seq, ts)?;
+        self.last_sent_at = Some(now);
+        Some(out)
     }
 
     /// Maps an incoming packet of `source` to its outgoing `(seq, ts)`. Returns `None` when the
@@ -136,9 +180,33 @@ impl SeqTsRewriter {
     }
 }
 
+/// Extends the 16-bit sequence numbers of one outgoing stream to the 64-bit counter SRTP needs
+/// (its rollover counter), starting below 65 536 so no out-of-band ROC is needed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeqExtender {
+    last: Option<u64>,
+}
+
+impl SeqExtender {
+    /// The extended number of `seq`, the newest or a reordered packet near it.
+    pub fn extend(&mut self, seq: u16) -> u64 {
+        let Some(last) = self.last else {
+            self.last = Some(u64::from(seq));
+            return u64::from(seq);
+        };
+        let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
+        let extended = (last as i64 + delta).max(0) as u64;
+        if extended > last {
+            self.last = Some(extended);
+        }
+        extended
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const A: SourceId = 1;
     const B: SourceId = 2;
@@ -252,5 +320,80 @@ mod tests {
                 expected = Some(out);
             }
         }
+    }
+
+    #[test]
+    fn a_switch_advances_the_timestamp_by_the_elapsed_time() {
+        let t0 = Instant::now();
+        let mut r = SeqTsRewriter::new();
+        r.switch_source_elapsed(A);
+        assert_eq!(r.rewrite_at(t0, A, 10, 1000), Some((10, 1000)));
+        // B's first packet arrives 230 ms after A's last: 230 ms of 48 kHz ticks, not one frame.
+        r.switch_source_elapsed(B);
+        let at = t0 + Duration::from_millis(230);
+        assert_eq!(r.rewrite_at(at, B, 500, 7), Some((11, 1000 + 11_040)));
+        // Back-to-back packets of one source keep the source's own spacing.
+        let at = at + Duration::from_millis(20);
+        assert_eq!(r.rewrite_at(at, B, 501, 967), Some((12, 1000 + 12_000)));
+        // A switch without a pause still advances at least one frame.
+        r.switch_source_elapsed(A);
+        assert_eq!(r.rewrite_at(at, A, 11, 1960), Some((13, 1000 + 12_960)));
+    }
+
+    #[test]
+    fn mute_and_unmute_continue_without_a_sequence_gap() {
+        // Server-side mute: the publisher keeps sending, nothing is forwarded; at unmute the
+        // stream re-anchors, so the subscriber sees no "lost" packets and the real pause.
+        let t0 = Instant::now();
+        let mut r = SeqTsRewriter::new();
+        r.switch_source_elapsed(A);
+        for i in 0..10u16 {
+            let at = t0 + Duration::from_millis(20 * u64::from(i));
+            r.rewrite_at(at, A, 100 + i, u32::from(i) * 960);
+        }
+        // Muted for packets 110..160 (one second), unmuted at 160.
+        r.switch_source_elapsed(A);
+        let at = t0 + Duration::from_millis(20 * 60);
+        assert_eq!(r.rewrite_at(at, A, 160, 60 * 960), Some((110, 60 * 960)));
+        assert_eq!(
+            r.rewrite_at(at + Duration::from_millis(20), A, 161, 61 * 960),
+            Some((111, 61 * 960))
+        );
+    }
+
+    #[test]
+    fn loss_passes_through_as_a_gap() {
+        // Lost packets stay lost for the subscriber (its jitter buffer conceals them); the
+        // mapping does not close the gap, or timestamps and sequence numbers would disagree.
+        let t0 = Instant::now();
+        let mut r = SeqTsRewriter::new();
+        r.switch_source_elapsed(A);
+        r.switch_source_elapsed(B);
+        r.rewrite_at(t0, B, 1, 960);
+        assert_eq!(r.rewrite_at(t0, B, 2, 1920), Some((2, 1920)));
+        assert_eq!(
+            r.rewrite_at(t0, B, 5, 4800),
+            Some((5, 4800)),
+            "3 and 4 lost"
+        );
+        assert_eq!(
+            r.rewrite_at(t0, B, 4, 3840),
+            Some((4, 3840)),
+            "a late one fits"
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_extend_across_the_wrap() {
+        let mut e = SeqExtender::default();
+        assert_eq!(e.extend(65_534), 65_534);
+        assert_eq!(e.extend(65_535), 65_535);
+        assert_eq!(e.extend(0), 65_536);
+        assert_eq!(
+            e.extend(65_535),
+            65_535,
+            "a reordered packet from before the wrap"
+        );
+        assert_eq!(e.extend(1), 65_537);
     }
 }

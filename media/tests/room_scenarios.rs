@@ -1,187 +1,15 @@
 //! Room and forwarding scenarios in virtual time: real str0m clients (standing in for browsers)
-//! talk to the sans-IO core over an in-memory network. No sockets, no clock.
+//! talk to the sans-IO core over an in-memory network. No sockets, no clock. The SFU's slots,
+//! speaker switching, policing and listeners are in `sfu_scenarios.rs`.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use dartmouth_media::{CloseReason, CoreEvent, CoreOutput, MediaCore, PeerError, PeerId};
-use str0m::change::{SdpAnswer, SdpPendingOffer};
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
-
-const SERVER: &str = "127.0.0.1:40000";
-const STEP: Duration = Duration::from_millis(5);
-
-struct Client {
-    addr: SocketAddr,
-    rtc: Rtc,
-    mid: Mid,
-    pending: Option<SdpPendingOffer>,
-    received: Vec<Vec<u8>>,
-    connected: bool,
-    /// A vanished client stops answering.
-    gone: bool,
-}
-
-impl Client {
-    fn new(now: Instant, port: u16, direction: Direction) -> (Self, String) {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut rtc = Rtc::builder().build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        let mut change = rtc.sdp_api();
-        let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
-        let (offer, pending) = change.apply().unwrap();
-        let client = Self {
-            addr,
-            rtc,
-            mid,
-            pending: Some(pending),
-            received: Vec::new(),
-            connected: false,
-            gone: false,
-        };
-        (client, offer.to_sdp_string())
-    }
-
-    fn accept(&mut self, answer: &str) {
-        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
-        let pending = self.pending.take().unwrap();
-        self.rtc.sdp_api().accept_answer(pending, answer).unwrap();
-    }
-
-    fn send_frame(&mut self, now: Instant, n: u64, payload: &[u8]) {
-        let writer = self.rtc.writer(self.mid).unwrap();
-        let pt = writer.payload_params().next().unwrap().pt();
-        let time = MediaTime::new(n * 960, Frequency::FORTY_EIGHT_KHZ);
-        writer.write(pt, now, time, payload.to_vec()).unwrap();
-    }
-}
-
-struct Net {
-    now: Instant,
-    core: MediaCore,
-    clients: Vec<Client>,
-    ids: Vec<PeerId>,
-    events: Vec<CoreEvent>,
-    renegotiable: bool,
-}
-
-impl Net {
-    fn new() -> Self {
-        let now = Instant::now();
-        Self {
-            now,
-            core: MediaCore::new(SERVER.parse().unwrap()),
-            clients: Vec::new(),
-            ids: Vec::new(),
-            events: Vec::new(),
-            renegotiable: false,
-        }
-    }
-
-    fn join(&mut self, room: &str, port: u16, direction: Direction) -> (PeerId, usize) {
-        let (mut client, offer) = Client::new(self.now, port, direction);
-        let (id, answer) = self
-            .core
-            .add_peer(self.now, room, &offer, self.renegotiable)
-            .unwrap();
-        client.accept(&answer);
-        self.clients.push(client);
-        self.ids.push(id);
-        (id, self.clients.len() - 1)
-    }
-
-    /// Runs the network for `duration` of virtual time.
-    fn run(&mut self, duration: Duration) {
-        let end = self.now + duration;
-        while self.now < end {
-            self.exchange();
-            self.now += STEP;
-            self.core.handle_timeout(self.now);
-            for client in self.clients.iter_mut().filter(|c| !c.gone) {
-                client.rtc.handle_input(Input::Timeout(self.now)).unwrap();
-            }
-        }
-    }
-
-    fn exchange(&mut self) {
-        let server: SocketAddr = SERVER.parse().unwrap();
-        for _ in 0..10_000 {
-            let mut moved = false;
-            for client in self.clients.iter_mut().filter(|c| !c.gone) {
-                loop {
-                    match client.rtc.poll_output().unwrap() {
-                        Output::Transmit(t) => {
-                            self.core
-                                .handle_receive(self.now, t.source, server, &t.contents);
-                            moved = true;
-                        }
-                        Output::Event(Event::Connected) => client.connected = true,
-                        Output::Event(Event::MediaData(data)) => {
-                            client.received.push(data.data.to_vec())
-                        }
-                        Output::Event(_) => {}
-                        Output::Timeout(_) => break,
-                    }
-                }
-            }
-            loop {
-                match self.core.poll_output(self.now) {
-                    CoreOutput::Transmit(t) => {
-                        moved = true;
-                        if let Some(client) = self
-                            .clients
-                            .iter_mut()
-                            .find(|c| c.addr == t.destination && !c.gone)
-                        {
-                            let receive =
-                                Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
-                                    .unwrap();
-                            client
-                                .rtc
-                                .handle_input(Input::Receive(self.now, receive))
-                                .unwrap();
-                        }
-                    }
-                    CoreOutput::Event(CoreEvent::Renegotiate(id, offer)) => {
-                        // The client applies the gateway's new offer and answers, as a browser would.
-                        moved = true;
-                        let index = self.ids.iter().position(|p| *p == id).unwrap();
-                        let offer = str0m::change::SdpOffer::from_sdp_string(&offer).unwrap();
-                        let answer = self.clients[index]
-                            .rtc
-                            .sdp_api()
-                            .accept_offer(offer)
-                            .unwrap();
-                        self.core
-                            .accept_answer(id, &answer.to_sdp_string())
-                            .unwrap();
-                        self.events.push(CoreEvent::Renegotiate(id, String::new()));
-                    }
-                    CoreOutput::Event(e) => {
-                        moved = true;
-                        self.events.push(e);
-                    }
-                    CoreOutput::Timeout(_) => break,
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("the network did not settle");
-    }
-
-    fn talk(&mut self, client: usize, frames: u64) {
-        for n in 0..frames {
-            let payload = [n as u8, 0xAB, 0xCD, client as u8];
-            let now = self.now;
-            self.clients[client].send_frame(now, n, &payload);
-            self.run(Duration::from_millis(20));
-        }
-    }
-}
+use common::{Net, SERVER};
+use dartmouth_media::{CloseReason, CoreEvent, MediaCore, PeerError};
+use str0m::Rtc;
+use str0m::media::{Direction, MediaKind};
 
 #[test]
 fn audio_is_forwarded_to_the_other_participant_of_the_room_only() {
@@ -199,21 +27,18 @@ fn audio_is_forwarded_to_the_other_participant_of_the_room_only() {
     assert_eq!(connected, 3);
 
     net.talk(a, 50);
-    let heard = &net.clients[b].received;
+    let heard = &net.clients[b].heard;
     assert!(heard.len() >= 45, "B heard {} of 50 frames", heard.len());
     assert_eq!(
-        heard[5],
+        heard[5].payload,
         vec![5, 0xAB, 0xCD, a as u8],
         "payload forwarded untouched"
     );
     assert!(
-        net.clients[c].received.is_empty(),
+        net.clients[c].heard.is_empty(),
         "another room hears nothing"
     );
-    assert!(
-        net.clients[a].received.is_empty(),
-        "nobody hears themselves"
-    );
+    assert!(net.clients[a].heard.is_empty(), "nobody hears themselves");
 }
 
 #[test]
@@ -222,7 +47,7 @@ fn a_tapped_peer_reports_its_audio_and_an_agent_speaks_into_the_room() {
     let (a_id, a) = net.join("r", 50011, Direction::SendRecv);
     net.run(Duration::from_secs(2));
     net.core.set_tap(a_id, true).unwrap();
-    let agent = net.core.add_virtual("r");
+    let agent = net.core.add_virtual("r", true);
     net.talk(a, 10);
     let tapped: Vec<_> = net
         .events
@@ -238,16 +63,16 @@ fn a_tapped_peer_reports_its_audio_and_an_agent_speaks_into_the_room() {
     for n in 0..20u32 {
         let now = net.now;
         net.core
-            .write_audio(now, agent, n as u16, n * 960, &[0xEE, n as u8]);
+            .write_audio(now, agent, n as u16, n * 960, Some(30), &[0xEE, n as u8]);
         net.run(Duration::from_millis(20));
     }
-    let heard = &net.clients[a].received;
+    let heard = &net.clients[a].heard;
     assert!(
         heard.len() >= 18,
         "the person heard {} agent frames",
         heard.len()
     );
-    assert_eq!(heard[3], vec![0xEE, 3]);
+    assert_eq!(heard[3].payload, vec![0xEE, 3]);
 }
 
 #[test]
@@ -280,9 +105,9 @@ fn a_client_that_vanishes_is_cleaned_up_and_the_others_keep_talking() {
         "the vanished peer is reported closed"
     );
     assert_eq!(net.core.peer_count(), 2);
-    let before = net.clients[c].received.len();
+    let before = net.clients[c].heard.len();
     net.talk(a, 10);
-    assert!(net.clients[c].received.len() >= before + 9);
+    assert!(net.clients[c].heard.len() >= before + 9);
 }
 
 #[test]
@@ -326,47 +151,16 @@ fn a_receive_only_peer_hears_the_room_and_publishes_nothing() {
     net.run(Duration::from_secs(2));
     net.talk(a, 20);
     assert!(
-        net.clients[v].received.len() >= 18,
+        net.clients[v].heard.len() >= 18,
         "the WHEP-style viewer hears the room"
     );
     assert!(
-        net.clients[w].received.is_empty(),
+        net.clients[w].heard.is_empty(),
         "a send-only (WHIP) peer receives nothing"
     );
     net.talk(w, 20);
     assert!(
-        net.clients[a].received.len() >= 18,
+        net.clients[a].heard.len() >= 18,
         "the send-only peer is heard by the others"
     );
-}
-
-#[test]
-fn a_new_voice_gets_its_own_track_through_renegotiation() {
-    let mut net = Net::new();
-    net.renegotiable = true;
-    let (_a, a) = net.join("r", 50051, Direction::SendRecv);
-    let (_b, b) = net.join("r", 50052, Direction::SendRecv);
-    let (c_id, c) = net.join("r", 50053, Direction::SendRecv);
-    net.run(Duration::from_secs(2));
-    // A and B talk at once; C offered one audio line, so B's voice needs a second one.
-    for n in 0..50u64 {
-        let now = net.now;
-        net.clients[a].send_frame(now, n, &[n as u8, 1, 1, a as u8]);
-        net.clients[b].send_frame(now, n, &[n as u8, 2, 2, b as u8]);
-        net.run(Duration::from_millis(20));
-    }
-    assert!(
-        net.events
-            .contains(&CoreEvent::Renegotiate(c_id, String::new())),
-        "C was sent a new offer"
-    );
-    let from = |who: usize| {
-        net.clients[c]
-            .received
-            .iter()
-            .filter(|p| p[3] == who as u8)
-            .count()
-    };
-    assert!(from(a) >= 45, "C hears A: {}", from(a));
-    assert!(from(b) >= 30, "C hears B after renegotiating: {}", from(b));
 }

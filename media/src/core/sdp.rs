@@ -4,20 +4,21 @@ use str0m::Rtc;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 
 use super::Slot;
-use crate::forward::SeqTsRewriter;
 
-/// The Opus payload type negotiated on `mid`, if any.
+/// The Opus payload type negotiated on `mid`, if any (RTP mode: read from the negotiation, not
+/// from a frame writer).
 pub(super) fn opus_pt(rtc: &mut Rtc, mid: Mid) -> Option<Pt> {
-    rtc.writer(mid).and_then(|w| {
-        w.payload_params()
-            .find(|p| p.spec().codec == str0m::format::Codec::Opus)
-            .map(|p| p.pt())
-    })
+    let remote = rtc.media(mid)?.remote_pts().to_vec();
+    rtc.codec_config()
+        .params()
+        .iter()
+        .find(|p| p.spec().codec == str0m::format::Codec::Opus && remote.contains(&p.pt()))
+        .map(|p| p.pt())
 }
 
-/// The audio m-lines of an accepted offer: the one the peer publishes on, and those it can
-/// receive on (with the Opus payload type to send).
-pub(super) fn audio_lines(rtc: &mut Rtc, answer_sdp: &str) -> (Option<Mid>, Vec<Slot>) {
+/// The audio m-lines of an accepted offer: the one the peer publishes on (with its Opus payload
+/// type), and those it can receive on (with the Opus payload type to send).
+pub(super) fn audio_lines(rtc: &mut Rtc, answer_sdp: &str) -> (Option<(Mid, Pt)>, Vec<Slot>) {
     let mut publish = None;
     let mut slots = Vec::new();
     for mid in answer_mids(answer_sdp) {
@@ -32,15 +33,10 @@ pub(super) fn audio_lines(rtc: &mut Rtc, answer_sdp: &str) -> (Option<Mid>, Vec<
             continue;
         };
         if matches!(direction, Direction::RecvOnly | Direction::SendRecv) && publish.is_none() {
-            publish = Some(mid);
+            publish = Some((mid, pt));
         }
         if matches!(direction, Direction::SendOnly | Direction::SendRecv) {
-            slots.push(Slot {
-                mid,
-                pt,
-                source: None,
-                rewriter: SeqTsRewriter::new(),
-            });
+            slots.push(Slot::new(mid, pt));
         }
     }
     (publish, slots)
