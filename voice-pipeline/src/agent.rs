@@ -1,22 +1,24 @@
-//! The agent runner: one session's voice agent. Audio frames go in through a drop-oldest queue,
-//! a listening thread runs resample → VAD → end-of-turn, and an async task drives STT → LLM →
-//! sentence chunker → TTS → egress, handling barge-in, false interruptions and turn records.
+//! The agent runner: one session's voice agent. Audio frames go to the shared
+//! [`ListeningService`] (resample → VAD → end-of-turn, batched with every other session), and an
+//! async task drives STT → LLM → sentence chunker → TTS → egress, handling barge-in, false
+//! interruptions and turn records.
 //!
-//! Every task and thread belongs to the [`AgentSession`] handle; dropping it (or calling
-//! [`AgentSession::stop`]) stops them all.
+//! Every task belongs to the [`AgentSession`] handle; dropping it (or calling
+//! [`AgentSession::stop`]) stops them and leaves the listening service.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::audio_queue::{AudioQueue, INGEST_FRAME_CAPACITY};
+use crate::admission::AdmissionGuard;
 use crate::conversation::Conversation;
 use crate::egress::Egress;
 use crate::frame::{AudioFrame, TurnId};
-use crate::ingest::{Ingest, IngestEvent};
-use crate::provider::{CancellationToken, EventStream, Llm, Stt, Tts};
-use crate::turn::TurnEndReason;
+use crate::knowledge::{AgentObserver, AgentTools, Knowledge};
+use crate::listening::{ListenConfig, ListenerHandle, ListeningService};
+use crate::provider::{CancellationToken, Llm, Stt, Tts};
+use crate::turn::{TurnEndReason, TurnSignals};
 
 mod runner;
 
@@ -27,6 +29,14 @@ pub const AGENT_EVENT_CAPACITY: usize = 256;
 const INGEST_EVENT_CAPACITY: usize = 64;
 /// Typed user messages queued.
 const TEXT_INPUT_CAPACITY: usize = 16;
+/// Control messages (handoffs) queued.
+const CONTROL_CAPACITY: usize = 4;
+
+/// What the session's owner asks of the running agent.
+pub(crate) enum Control {
+    /// Go on as another agent: new settings and providers, same conversation.
+    Handoff(Box<(AgentConfig, Providers)>),
+}
 
 /// Per-agent settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +53,10 @@ pub struct AgentConfig {
     /// Echo guard: speech onsets within this long after the agent starts speaking are ignored
     /// (its own voice leaking into the microphone); zero disables the guard.
     pub echo_guard: Duration,
+    /// Hold the answer's audio at the first speech-like sound over it (default), before the VAD
+    /// confirms speech ~100 ms later; off where the far end echoes the agent (a phone line),
+    /// whose residue would chop the answer.
+    pub onset_hold: bool,
     /// Audio the listener had not yet heard when playback stopped (their jitter buffer).
     pub listener_lag: Duration,
     /// Whether the agent speaks its answers (default). When false (client-side TTS) nothing is
@@ -65,7 +79,38 @@ pub struct AgentConfig {
     /// the conversation, until the turn ends at that pause; if the person goes on, it is
     /// dropped. Costs the LLM work of such false starts (worth turning off for paid LLMs).
     pub preemptive_answer: bool,
+    /// Voice activity and end-of-turn settings.
+    pub listening: ListenConfig,
+    /// Words and phrases that, said alone over the agent, acknowledge rather than interrupt
+    /// ("uh-huh", "right", "okay"): the agent keeps talking and the sound is reported as
+    /// [`AgentEvent::Backchannel`]. Anything else with words ("wait", "stop", a question)
+    /// interrupts. Defaults to [`DEFAULT_BACKCHANNELS`] (English).
+    pub backchannels: Vec<String>,
 }
+
+/// English acknowledgements that do not interrupt the agent.
+pub const DEFAULT_BACKCHANNELS: &[&str] = &[
+    "uh-huh",
+    "uh huh",
+    "mhm",
+    "right",
+    "okay",
+    "ok",
+    "yeah",
+    "yep",
+    "yup",
+    "sure",
+    "alright",
+    "all right",
+    "i see",
+    "got it",
+    "cool",
+    "great",
+    "exactly",
+    "true",
+    "nice",
+    "wow",
+];
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -76,16 +121,20 @@ impl Default for AgentConfig {
             output_rate: 48_000,
             false_interruption_window: Duration::from_millis(1_500),
             echo_guard: Duration::from_millis(250),
+            onset_hold: true,
             listener_lag: Duration::ZERO,
             speech_output: true,
             speculative_stt: true,
             interim_transcripts: true,
             preemptive_answer: true,
+            listening: ListenConfig::default(),
+            backchannels: DEFAULT_BACKCHANNELS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
 
-/// The three providers an agent runs on.
+/// What an agent runs on: its three providers, and optionally a knowledge base that grounds its
+/// answers and an observer that hears its events.
 #[derive(Clone)]
 pub struct Providers {
     /// Speech to text.
@@ -94,6 +143,26 @@ pub struct Providers {
     pub llm: Arc<dyn Llm>,
     /// Text to speech.
     pub tts: Arc<dyn Tts>,
+    /// Passages retrieved for each user turn go into the prompt (`None`: no grounding).
+    pub knowledge: Option<Arc<dyn Knowledge>>,
+    /// Hears every event the session reports (`None`: only the session's owner does).
+    pub observer: Option<Arc<dyn AgentObserver>>,
+    /// Functions the model may call while answering (`None`: no tools).
+    pub tools: Option<Arc<dyn AgentTools>>,
+}
+
+impl Providers {
+    /// The three providers, without knowledge base or observer.
+    pub fn new(stt: Arc<dyn Stt>, llm: Arc<dyn Llm>, tts: Arc<dyn Tts>) -> Self {
+        Self {
+            stt,
+            llm,
+            tts,
+            knowledge: None,
+            observer: None,
+            tools: None,
+        }
+    }
 }
 
 /// What the agent is doing.
@@ -116,6 +185,8 @@ pub struct TurnRecord {
     pub turn: TurnId,
     /// Why the turn ended (`None` for typed input).
     pub reason: Option<TurnEndReason>,
+    /// What the end-of-turn decision rested on (`None` for typed input).
+    pub signals: Option<TurnSignals>,
     /// End of speech → end-of-turn decision (media time).
     pub end_of_turn: Duration,
     /// Arrival of the audio that decided the end of turn → the agent acting on the decision
@@ -178,6 +249,13 @@ pub enum AgentEvent {
         /// What they heard of it.
         heard: String,
     },
+    /// The person acknowledged over the agent ("uh-huh", "right"): it kept talking.
+    Backchannel {
+        /// The turn whose answer went on.
+        turn: TurnId,
+        /// What they said.
+        text: String,
+    },
     /// A false interruption (no words): the answer resumed.
     Resumed {
         /// The resumed turn.
@@ -185,42 +263,52 @@ pub enum AgentEvent {
     },
     /// A turn's answer finished (or was cut), with its latencies.
     TurnComplete(Box<TurnRecord>),
+    /// The person's turn could not be answered (a model failed or was saturated): they should
+    /// be told, and it is counted in [`crate::metrics::TURNS_FAILED_TOTAL`].
+    TurnFailed {
+        /// The turn.
+        turn: TurnId,
+        /// Where it failed: `stt` or `llm`.
+        stage: String,
+        /// Why.
+        reason: String,
+    },
     /// Something failed; the session keeps running.
     Error(String),
 }
 
 /// A running voice agent.
 pub struct AgentSession {
-    audio_in: Arc<AudioQueue>,
+    audio_in: ListenerHandle,
     text_in: mpsc::Sender<String>,
+    control: mpsc::Sender<Control>,
     egress: Arc<Mutex<Egress>>,
     first_frame: FirstFrame,
     events: mpsc::Receiver<AgentEvent>,
     conversation: Arc<Mutex<Conversation>>,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
-    listener: Option<std::thread::JoinHandle<()>>,
+    /// The session's place in the machine's capacity, given back when it ends.
+    admission: Option<AdmissionGuard>,
 }
 
 impl AgentSession {
-    /// Starts a session on the current tokio runtime: `ingest` is moved to a listening thread.
-    pub fn start(config: AgentConfig, providers: Providers, ingest: Ingest) -> Self {
-        let audio_in = Arc::new(AudioQueue::new(INGEST_FRAME_CAPACITY));
+    /// Starts a session on the current tokio runtime, listening through `listening`.
+    pub fn start(config: AgentConfig, providers: Providers, listening: &ListeningService) -> Self {
         let (ingest_tx, ingest_rx) = mpsc::channel(INGEST_EVENT_CAPACITY);
         let (text_tx, text_rx) = mpsc::channel(TEXT_INPUT_CAPACITY);
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_CAPACITY);
         let (event_tx, events) = mpsc::channel(AGENT_EVENT_CAPACITY);
         let egress = Arc::new(Mutex::new(Egress::new(config.output_rate)));
         let conversation = Arc::new(Mutex::new(Conversation::new(config.system_prompt.clone())));
         let cancel = CancellationToken::new();
         let first_frame = FirstFrame::default();
-        let listener = {
-            let queue = audio_in.clone();
-            let events = event_tx.clone();
-            std::thread::Builder::new()
-                .name("agent-listen".into())
-                .spawn(move || listen(ingest, &queue, &ingest_tx, &events))
-                .ok()
-        };
+        let mut listen = config.listening;
+        if !config.speculative_stt {
+            // No transcript of a pause will come: verdicts must not wait for one.
+            listen.turn = listen.turn.without_transcripts();
+        }
+        let audio_in = listening.open(listen, ingest_tx, event_tx.clone());
         let runner = runner::Runner::new(
             config,
             providers,
@@ -228,25 +316,43 @@ impl AgentSession {
             first_frame.clone(),
             conversation.clone(),
             event_tx,
+            Some(audio_in.transcript_hints()),
         );
-        let task = tokio::spawn(runner.run(ingest_rx, text_rx, cancel.clone()));
+        let task = tokio::spawn(runner.run(ingest_rx, text_rx, control_rx, cancel.clone()));
         Self {
             audio_in,
             text_in: text_tx,
+            control: control_tx,
             egress,
             first_frame,
             events,
             conversation,
             cancel,
             task: Some(task),
-            listener,
+            admission: None,
         }
+    }
+
+    /// Holds `guard` (the session's admitted place) until the session ends.
+    pub fn with_admission(mut self, guard: AdmissionGuard) -> Self {
+        self.admission = Some(guard);
+        self
     }
 
     /// Feeds one frame of the person's audio (never blocks; the oldest audio is dropped if the
     /// listening thread falls behind).
     pub fn push_audio(&self, frame: AudioFrame) {
         self.audio_in.push(frame);
+    }
+
+    /// Hands the conversation to another agent mid-call: from the next job on, the session
+    /// answers with `config` (system prompt, answer length, early work) and `providers`
+    /// (voice, language model, tools, knowledge); the conversation so far stays, and an answer
+    /// in progress finishes in the voice it started in. False if the session has ended.
+    pub fn handoff(&self, config: AgentConfig, providers: Providers) -> bool {
+        self.control
+            .try_send(Control::Handoff(Box::new((config, providers))))
+            .is_ok()
     }
 
     /// Sends a typed message (client-side STT): it is answered like a spoken turn.
@@ -263,6 +369,16 @@ impl AgentSession {
             self.first_frame.set(turn, Instant::now());
         }
         frame
+    }
+
+    /// How much of the agent's played audio has not reached the listener's ear yet (their
+    /// jitter buffer and the network, from RTCP where the peer sends it): it counts as unheard
+    /// when they barge in.
+    pub fn set_listener_lag(&self, lag: Duration) {
+        self.egress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_listener_lag(lag);
     }
 
     /// Whether speech is queued for playback.
@@ -293,12 +409,12 @@ impl AgentSession {
 
     /// Frames dropped because listening fell behind.
     pub fn dropped_frames(&self) -> u64 {
-        self.audio_in.dropped()
+        self.audio_in.dropped_frames()
     }
 
     /// Ends the input: audio already pushed is still processed, then listening stops.
     pub fn finish_input(&self) {
-        self.audio_in.close();
+        self.audio_in.finish();
     }
 
     /// Stops every task and thread of the session.
@@ -311,10 +427,8 @@ impl AgentSession {
 
     fn shutdown(&mut self) {
         self.cancel.cancel();
-        self.audio_in.close();
-        if let Some(listener) = self.listener.take() {
-            let _ = listener.join();
-        }
+        self.audio_in.finish();
+        self.admission.take();
     }
 }
 
@@ -342,47 +456,5 @@ impl FirstFrame {
             Some((t, at)) if t == turn => Some(at),
             _ => None,
         }
-    }
-}
-
-/// A listening event and the arrival of the frame that caused it: wall-clock anchors for the
-/// media times in the event, which include any lag of the listening thread behind the audio.
-pub(crate) struct Heard {
-    event: IngestEvent,
-    arrived: Instant,
-}
-
-/// The listening thread: frames in, listening events out.
-fn listen(
-    mut ingest: Ingest,
-    queue: &AudioQueue,
-    events: &mpsc::Sender<Heard>,
-    errors: &mpsc::Sender<AgentEvent>,
-) {
-    let mut last_error: Option<String> = None;
-    while let Ok(next) = queue.pop(Duration::from_millis(100)) {
-        let Some((frame, arrived)) = next else {
-            continue;
-        };
-        if let Err(e) = ingest.push(&frame) {
-            // Report a failure once per kind, not once per frame.
-            let message = e.to_string();
-            if last_error.as_deref() != Some(message.as_str()) {
-                let _ = errors.try_send(AgentEvent::Error(format!("listening: {message}")));
-                last_error = Some(message);
-            }
-        }
-        while let Some(event) = ingest.poll() {
-            if events.blocking_send(Heard { event, arrived }).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-async fn next_or_pending<T>(stream: Option<&mut EventStream<T>>) -> Option<T> {
-    match stream {
-        Some(stream) => stream.recv().await,
-        None => std::future::pending().await,
     }
 }

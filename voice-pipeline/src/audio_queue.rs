@@ -73,6 +73,21 @@ impl AudioQueue {
         }
     }
 
+    /// The oldest frame and its arrival, if one is queued (never waits).
+    pub fn try_pop(&self) -> Option<(AudioFrame, Instant)> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .frames
+            .pop_front()
+    }
+
+    /// Whether the queue was closed and everything in it was taken.
+    pub fn is_closed_and_empty(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.closed && state.frames.is_empty()
+    }
+
     /// Frames dropped because the consumer fell behind.
     pub fn dropped(&self) -> u64 {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).dropped

@@ -23,6 +23,12 @@ impl Conversation {
         }
     }
 
+    /// Steers the rest of the conversation with `system_prompt` (a handoff to another agent:
+    /// the history stays).
+    pub fn set_system_prompt(&mut self, system_prompt: impl Into<String>) {
+        self.system_prompt = system_prompt.into();
+    }
+
     /// Records what the person said in `turn`.
     pub fn push_user(&mut self, turn: TurnId, text: impl Into<String>) {
         self.push(turn, ChatMessage::user(text));

@@ -2,11 +2,14 @@
 //! cursor that knows which text has actually been heard.
 //!
 //! Speech enters as chunks (samples at the track rate plus the text they speak); the media side
-//! pulls one frame per 20 ms. On barge-in the queue is emptied at once and [`Egress::interrupt`]
-//! reports the text whose audio left the queue, so the conversation can be truncated to it.
+//! pulls one frame per 20 ms. Barge-in goes through the one interrupt contract of every stage,
+//! [`Stage::on_interrupt`]: the interrupted turn's speech (and older) is dropped at once, and what
+//! the listener heard of *that turn* — its chunks whose audio left the queue, minus the audio
+//! still in the listener's buffer ([`Egress::set_listener_lag`]) — is kept for
+//! [`Egress::take_heard`], so the conversation can be truncated to it.
 //!
 //! As a [`Stage`] it takes [`SpeechSegment`]s and gives 20 ms frames stamped with the track's
-//! playback position; its interrupt drops the speech of the interrupted turns only.
+//! playback position.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -59,7 +62,8 @@ pub struct Egress {
     queued: u64,
     /// Samples ever played (the cursor).
     played: u64,
-    /// Segments that finished playing since the last call to `take_finished`.
+    /// Segments of the latest turn to play that finished playing (older turns' are dropped:
+    /// only the turn being played can be interrupted).
     finished: Vec<Segment>,
     /// Held (possible barge-in being judged): no frames leave, nothing is dropped.
     paused: bool,
@@ -67,19 +71,24 @@ pub struct Egress {
     last_turn_out: Option<TurnId>,
     /// A turn whose first frame was handed out and not yet reported by `take_turn_started`.
     turn_started: Option<TurnId>,
-    /// Turns interrupted through the stage interface (this one and older): late speech of
-    /// theirs is refused.
+    /// Turns interrupted (this one and older): late speech of theirs is refused.
     void_through: Option<TurnId>,
+    /// Played audio that has not reached the listener's ear yet (their jitter buffer and the
+    /// network): it counts as unheard.
+    listener_lag: Duration,
+    /// What the listener heard of the last interrupted turn.
+    heard: Option<(TurnId, PlayedText)>,
 }
 
 impl Egress {
     /// A queue producing 20 ms frames at `sample_rate` (mono).
     pub fn new(sample_rate: u32) -> Self {
-        let capacity = sample_rate as usize * EGRESS_CAPACITY_SECONDS;
         Self {
             sample_rate,
             frame_samples: (sample_rate as u64 * FRAME_DURATION.as_millis() as u64 / 1000) as usize,
-            samples: VecDeque::with_capacity(capacity),
+            // Grows with the speech queued (bounded by the capacity check in `push`): an idle
+            // session holds no audio buffer.
+            samples: VecDeque::new(),
             segments: VecDeque::new(),
             queued: 0,
             played: 0,
@@ -88,7 +97,14 @@ impl Egress {
             last_turn_out: None,
             turn_started: None,
             void_through: None,
+            listener_lag: Duration::ZERO,
+            heard: None,
         }
+    }
+
+    /// How much played audio has not reached the listener yet (see [`Stage::on_interrupt`]).
+    pub fn set_listener_lag(&mut self, lag: Duration) {
+        self.listener_lag = lag;
     }
 
     /// Output sample rate.
@@ -121,8 +137,12 @@ impl Egress {
         self.paused
     }
 
-    /// Queues speech for `turn` (samples at the track rate) that speaks `text`.
+    /// Queues speech for `turn` (samples at the track rate) that speaks `text`; speech of an
+    /// interrupted turn is dropped silently.
     pub fn push(&mut self, turn: TurnId, samples: &[i16], text: &str) -> Result<(), EgressError> {
+        if self.void_through.is_some_and(|void| turn <= void) {
+            return Ok(());
+        }
         if self.samples.len() + samples.len() > self.sample_rate as usize * EGRESS_CAPACITY_SECONDS
         {
             return Err(EgressError::Full);
@@ -162,6 +182,7 @@ impl Egress {
                 break;
             }
             let done = self.segments.pop_front().expect("front exists");
+            self.finished.retain(|s| s.turn >= done.turn);
             self.finished.push(done);
         }
         Some(AudioFrame::new(
@@ -178,20 +199,31 @@ impl Egress {
         self.turn_started.take()
     }
 
-    /// Chunks that finished playing since the last call: `(turn, text)` in order.
-    pub fn take_finished(&mut self) -> Vec<(TurnId, String)> {
-        self.finished.drain(..).map(|s| (s.turn, s.text)).collect()
+    /// What the listener heard of `turn` when it was interrupted ([`Stage::on_interrupt`]);
+    /// empty if it was not.
+    pub fn take_heard(&mut self, turn: TurnId) -> PlayedText {
+        match self.heard.take() {
+            Some((t, heard)) if t == turn => heard,
+            other => {
+                self.heard = other;
+                PlayedText::default()
+            }
+        }
     }
 
-    /// Barge-in: drops all queued speech and reports what of it was heard, `heard_lag` being how
-    /// much played audio had not reached the listener yet (their jitter buffer), which counts as
-    /// unheard. Chunks that finished before are included (and cleared from `take_finished`).
-    pub fn interrupt(&mut self, heard_lag: Duration) -> PlayedText {
-        let lag_samples = (heard_lag.as_secs_f64() * f64::from(self.sample_rate)) as u64;
+    /// What the listener has heard of `turn` so far: its chunks that played out, and the words
+    /// of the one playing, minus the listener's lag.
+    fn heard_of(&self, turn: TurnId) -> PlayedText {
+        let lag_samples = (self.listener_lag.as_secs_f64() * f64::from(self.sample_rate)) as u64;
         let heard_until = self.played.saturating_sub(lag_samples);
         let mut played = PlayedText::default();
         let mut parts: Vec<String> = Vec::new();
-        for segment in self.finished.iter().chain(&self.segments) {
+        let of_turn = self
+            .finished
+            .iter()
+            .chain(&self.segments)
+            .filter(|s| s.turn == turn);
+        for segment in of_turn {
             if heard_until >= segment.end {
                 parts.push(segment.text.clone());
                 played.complete_chunks += 1;
@@ -206,11 +238,6 @@ impl Egress {
             }
         }
         played.text = parts.join(" ");
-        self.finished.clear();
-        self.paused = false;
-        self.samples.clear();
-        self.segments.clear();
-        self.queued = self.played;
         played
     }
 }
@@ -247,9 +274,6 @@ impl Stage for Egress {
 
     /// Queues the segment; speech of an interrupted turn is dropped silently.
     fn push(&mut self, _now: Duration, segment: SpeechSegment) -> Result<(), EgressError> {
-        if self.void_through.is_some_and(|void| segment.turn <= void) {
-            return Ok(());
-        }
         Egress::push(self, segment.turn, &segment.samples, &segment.text)
     }
 
@@ -259,9 +283,14 @@ impl Stage for Egress {
         self.next_frame(at).and_then(Result::ok)
     }
 
+    /// Barge-in on `turn`: remembers what the listener heard of it (for
+    /// [`Egress::take_heard`]), drops its queued speech and that of older turns (newer turns'
+    /// speech stays), refuses their late speech, and ends a pause.
     fn on_interrupt(&mut self, turn: TurnId) {
+        self.heard = Some((turn, self.heard_of(turn)));
         self.void_through = self.void_through.max(Some(turn));
         self.drop_through(turn);
+        self.paused = false;
     }
 }
 
@@ -297,10 +326,7 @@ mod tests {
         assert!(egress.is_speaking());
         assert_eq!(drain_frames(&mut egress, 10), 3);
         assert!(egress.next_frame(Duration::ZERO).is_none());
-        assert_eq!(
-            egress.take_finished(),
-            vec![(TurnId(1), "Hello there.".to_string())]
-        );
+        assert!(!egress.is_speaking());
     }
 
     #[test]
@@ -316,7 +342,8 @@ mod tests {
             .push(TurnId(1), &[1; FRAME * 2], "Never heard.")
             .unwrap();
         drain_frames(&mut egress, 4); // chunk 1 fully, half of chunk 2
-        let played = egress.interrupt(Duration::ZERO);
+        egress.on_interrupt(TurnId(1));
+        let played = egress.take_heard(TurnId(1));
         assert_eq!(played.text, "First sentence. one two");
         assert_eq!(played.complete_chunks, 1);
         assert!(played.cut_mid_chunk);
@@ -333,7 +360,44 @@ mod tests {
         egress.push(TurnId(1), &[1; FRAME * 2], "Second.").unwrap();
         drain_frames(&mut egress, 2);
         // 40 ms played, but the listener is 40 ms behind: nothing heard yet.
-        assert_eq!(egress.interrupt(Duration::from_millis(40)).text, "");
+        egress.set_listener_lag(Duration::from_millis(40));
+        egress.on_interrupt(TurnId(1));
+        assert_eq!(egress.take_heard(TurnId(1)).text, "");
+    }
+
+    #[test]
+    fn an_interrupted_turn_hears_only_its_own_speech_not_earlier_answers() {
+        let mut egress = Egress::new(RATE);
+        egress
+            .push(TurnId(1), &[1; FRAME * 2], "Answer one.")
+            .unwrap();
+        drain_frames(&mut egress, 5);
+        egress
+            .push(TurnId(2), &[1; FRAME * 2], "Answer two.")
+            .unwrap();
+        drain_frames(&mut egress, 5);
+        egress
+            .push(TurnId(3), &[1; FRAME * 2], "Three begins.")
+            .unwrap();
+        egress
+            .push(TurnId(3), &[1; FRAME * 4], "and then goes on")
+            .unwrap();
+        drain_frames(&mut egress, 4); // all of the first chunk, half of the second
+        egress.on_interrupt(TurnId(3));
+        let heard = egress.take_heard(TurnId(3));
+        assert_eq!(heard.text, "Three begins. and then");
+        assert_eq!(heard.complete_chunks, 1);
+        assert!(egress.finished.len() <= 1, "finished chunks do not pile up");
+        assert_eq!(
+            egress.take_heard(TurnId(3)),
+            PlayedText::default(),
+            "taken once"
+        );
+        // Late speech of the interrupted turn is refused; the next turn plays.
+        egress.push(TurnId(3), &[1; FRAME], "late").unwrap();
+        assert!(!egress.is_speaking());
+        egress.push(TurnId(4), &[1; FRAME], "Four.").unwrap();
+        assert!(egress.is_speaking());
     }
 
     #[test]

@@ -1,21 +1,24 @@
-//! The embedded models as providers: each model runs on its own [`ModelWorker`] thread and
-//! answers through the provider traits, exactly like the HTTP providers do.
+//! The embedded models as providers: each model runs on its own thread behind a
+//! [`ModelScheduler`] shared by every session, and answers through the provider traits exactly
+//! like the HTTP providers do. Jobs are ordered by their [`JobTag`](crate::job::JobTag) and check
+//! their cancellation inside the decoding loops.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
 
 use dartmouth_models::ModelStore;
 
-use crate::llm::{EmbeddedLlm, LlmOptions};
+use crate::job::Priority;
+use crate::llm::embedded::Generation;
+use crate::llm::{EmbeddedLlm, LlmError, LlmOptions};
 use crate::provider::{
     CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, LlmUsage, ProviderError,
-    SpeechChunk, Stt, SttEvent, Tts, TtsEvent, event_channel,
+    SpeechChunk, Stt, SttEvent, SttRequest, Tts, TtsEvent, TtsRequest, event_channel,
 };
-use crate::stt::moonshine::MoonshineStt;
+use crate::scheduler::{JobContext, ModelScheduler, QueuePolicy, SchedulerError, SchedulerLoad};
+use crate::stt::moonshine::{MoonshineError, MoonshineStt};
 use crate::stt::whisper::WhisperStt;
 use crate::tts::espeak::EspeakTts;
 use crate::tts::piper::PiperTts;
-use crate::worker::{ModelWorker, WorkerError};
 
 /// Threads each embedded model uses for one inference (the machine target has two cores).
 pub const MODEL_THREADS: usize = 2;
@@ -37,13 +40,15 @@ pub enum EmbeddedError {
 fn start<M: 'static, E: std::fmt::Display + Send + 'static>(
     provider: &'static str,
     load: impl FnOnce() -> Result<M, E> + Send + 'static,
-) -> Result<ModelWorker<M>, EmbeddedError> {
-    ModelWorker::spawn(format!("model-{provider}"), load).map_err(|e| EmbeddedError::Load {
-        provider,
-        message: match e {
-            WorkerError::Load(inner) => inner.to_string(),
-            other => other.to_string(),
-        },
+) -> Result<ModelScheduler<M>, EmbeddedError> {
+    ModelScheduler::spawn(format!("model-{provider}"), QueuePolicy::default(), load).map_err(|e| {
+        EmbeddedError::Load {
+            provider,
+            message: match e {
+                SchedulerError::Load(inner) => inner.to_string(),
+                other => other.to_string(),
+            },
+        }
     })
 }
 
@@ -54,53 +59,65 @@ fn model_error(provider: &str, error: impl std::fmt::Display) -> ProviderError {
     }
 }
 
-/// Submits `job` to `worker`; if the queue refuses it, reports the refusal on the stream.
+/// Submits `job` for `tag`; if it leaves the queue without running, the reason is reported on
+/// the stream (so a turn is never lost without a word).
 fn submit_or_report<M: 'static, T: Send + 'static>(
-    worker: &ModelWorker<M>,
+    scheduler: &ModelScheduler<M>,
+    tag: crate::job::JobTag,
+    cancel: CancellationToken,
     events: tokio::sync::mpsc::Sender<T>,
     as_error: fn(ProviderError) -> T,
-    job: impl FnOnce(&mut M, tokio::sync::mpsc::Sender<T>) + Send + 'static,
+    job: impl FnOnce(&mut M, &JobContext<'_, M>, tokio::sync::mpsc::Sender<T>) + Send + 'static,
 ) {
     let for_job = events.clone();
-    if let Err(error) = worker.submit(move |model| job(model, for_job)) {
-        let _ = events.try_send(as_error(error));
-    }
+    scheduler.submit(
+        tag,
+        cancel,
+        move |model, context| job(model, context, for_job),
+        move |error| {
+            let _ = events.try_send(as_error(error));
+        },
+    );
 }
 
 /// A speech recogniser that can live on a model thread.
 pub trait Recognizer: 'static {
-    /// Transcribes 16 kHz mono samples.
-    fn recognize(&mut self, audio_16k: &[f32]) -> Result<String, String>;
     /// Transcribes 16 kHz mono samples, given what a shorter prefix was heard as (see
-    /// [`Stt::transcribe_with_draft`]). The default ignores the draft.
-    fn recognize_with_draft(
+    /// [`SttRequest::draft`]; a recogniser may ignore it), stopping early with `Ok(None)` when
+    /// `cancelled` says so.
+    fn recognize(
         &mut self,
         audio_16k: &[f32],
         draft: Option<&str>,
-    ) -> Result<String, String> {
-        let _ = draft;
-        self.recognize(audio_16k)
-    }
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<String>, String>;
 }
 
 impl Recognizer for MoonshineStt {
-    fn recognize(&mut self, audio_16k: &[f32]) -> Result<String, String> {
-        self.transcribe(audio_16k).map_err(|e| e.to_string())
-    }
-
-    fn recognize_with_draft(
+    fn recognize(
         &mut self,
         audio_16k: &[f32],
         draft: Option<&str>,
-    ) -> Result<String, String> {
-        self.transcribe_with_draft(audio_16k, draft)
-            .map_err(|e| e.to_string())
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<String>, String> {
+        match self.transcribe_cancellable(audio_16k, draft, cancelled) {
+            Ok(text) => Ok(Some(text)),
+            Err(MoonshineError::Cancelled) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 
 impl Recognizer for WhisperStt {
-    fn recognize(&mut self, audio_16k: &[f32]) -> Result<String, String> {
-        self.transcribe(audio_16k).map_err(|e| e.to_string())
+    fn recognize(
+        &mut self,
+        audio_16k: &[f32],
+        _draft: Option<&str>,
+        _cancelled: &dyn Fn() -> bool,
+    ) -> Result<Option<String>, String> {
+        self.transcribe(audio_16k)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -108,7 +125,7 @@ impl Recognizer for WhisperStt {
 #[derive(Debug)]
 pub struct EmbeddedStt<M> {
     name: &'static str,
-    worker: ModelWorker<M>,
+    scheduler: ModelScheduler<M>,
 }
 
 /// Moonshine base-en speech recognition.
@@ -120,7 +137,7 @@ impl EmbeddedStt<MoonshineStt> {
     /// Loads Moonshine on its own thread.
     pub fn load(store: &ModelStore) -> Result<Self, EmbeddedError> {
         let store = store.clone();
-        let worker = start("moonshine", move || {
+        let scheduler = start("moonshine", move || {
             MoonshineStt::load_with_threads(&store, MODEL_THREADS).map(|mut stt| {
                 // The first run sets ONNX Runtime up: not in a turn.
                 let _ = stt.transcribe(&[0.0; 16_000]);
@@ -129,7 +146,7 @@ impl EmbeddedStt<MoonshineStt> {
         })?;
         Ok(Self {
             name: "moonshine",
-            worker,
+            scheduler,
         })
     }
 }
@@ -138,10 +155,10 @@ impl EmbeddedStt<WhisperStt> {
     /// Loads Whisper on its own thread.
     pub fn load(store: &ModelStore) -> Result<Self, EmbeddedError> {
         let store = store.clone();
-        let worker = start("whisper", move || WhisperStt::load(&store))?;
+        let scheduler = start("whisper", move || WhisperStt::load(&store))?;
         Ok(Self {
             name: "whisper",
-            worker,
+            scheduler,
         })
     }
 }
@@ -151,32 +168,21 @@ impl<M: Recognizer> Stt for EmbeddedStt<M> {
         self.name
     }
 
-    fn transcribe(
-        &self,
-        audio_16k: Arc<[f32]>,
-        cancel: CancellationToken,
-    ) -> EventStream<SttEvent> {
-        self.transcribe_with_draft(audio_16k, None, cancel)
-    }
-
-    fn transcribe_with_draft(
-        &self,
-        audio_16k: Arc<[f32]>,
-        draft: Option<Arc<str>>,
-        cancel: CancellationToken,
-    ) -> EventStream<SttEvent> {
+    fn transcribe(&self, request: SttRequest, cancel: CancellationToken) -> EventStream<SttEvent> {
         let (events, stream) = event_channel();
         let name = self.name;
+        let SttRequest { audio, draft, tag } = request;
         submit_or_report(
-            &self.worker,
+            &self.scheduler,
+            tag,
+            cancel,
             events,
             SttEvent::Error,
-            move |model, events| {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let event = match model.recognize_with_draft(&audio_16k, draft.as_deref()) {
-                    Ok(text) => SttEvent::Final(text),
+            move |model, context, events| {
+                let cancelled = || context.is_cancelled();
+                let event = match model.recognize(&audio, draft.as_deref(), &cancelled) {
+                    Ok(Some(text)) => SttEvent::Final(text),
+                    Ok(None) => return,
                     Err(e) => SttEvent::Error(model_error(name, e)),
                 };
                 let _ = events.blocking_send(event);
@@ -184,21 +190,25 @@ impl<M: Recognizer> Stt for EmbeddedStt<M> {
         );
         stream
     }
+
+    fn scheduler_load(&self) -> Option<SchedulerLoad> {
+        Some(self.scheduler.load())
+    }
 }
 
 /// SmolLM2-135M-Instruct on candle. Tool definitions are ignored: the model is too small to
 /// call functions reliably.
 #[derive(Debug)]
 pub struct EmbeddedLlmProvider {
-    worker: ModelWorker<EmbeddedLlm>,
+    scheduler: ModelScheduler<EmbeddedLlm>,
 }
 
 impl EmbeddedLlmProvider {
     /// Loads (and re-quantises) the model on its own thread.
     pub fn load(store: &ModelStore, options: LlmOptions) -> Result<Self, EmbeddedError> {
         let store = store.clone();
-        let worker = start("smollm2", move || EmbeddedLlm::load(&store, options))?;
-        Ok(Self { worker })
+        let scheduler = start("smollm2", move || EmbeddedLlm::load(&store, options))?;
+        Ok(Self { scheduler })
     }
 }
 
@@ -209,39 +219,28 @@ impl Llm for EmbeddedLlmProvider {
 
     fn stream(&self, request: LlmRequest, cancel: CancellationToken) -> EventStream<LlmEvent> {
         let (events, stream) = event_channel();
+        let tag = request.tag.clone();
         submit_or_report(
-            &self.worker,
+            &self.scheduler,
+            tag,
+            cancel,
             events,
             LlmEvent::Error,
-            move |model, events| {
-                if cancel.is_cancelled() {
-                    return;
-                }
-                let mut on_token = |piece: &str| {
-                    if cancel.is_cancelled()
-                        || events
-                            .blocking_send(LlmEvent::Token(piece.to_string()))
-                            .is_err()
-                    {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                };
+            move |model, context, events| {
                 let max_tokens = if request.max_tokens == 0 {
                     256
                 } else {
                     request.max_tokens
                 };
-                let event = match model.generate(&request.messages, max_tokens, &mut on_token) {
-                    Ok(stats) => LlmEvent::Done(LlmUsage {
-                        prompt_tokens: Some(stats.prompt_tokens),
-                        completion_tokens: Some(stats.generated_tokens),
-                    }),
-                    Err(e) => LlmEvent::Error(model_error("smollm2", e)),
-                };
-                if !cancel.is_cancelled() {
-                    let _ = events.blocking_send(event);
+                let cancelled = || context.is_cancelled();
+                match model.begin(&request.messages, max_tokens, &cancelled) {
+                    Ok(generation) => {
+                        decode_slice(model, context, generation, FIRST_SLICE_TOKENS, events)
+                    }
+                    Err(LlmError::Cancelled) => {}
+                    Err(e) => {
+                        let _ = events.blocking_send(LlmEvent::Error(model_error("smollm2", e)));
+                    }
                 }
             },
         );
@@ -249,16 +248,75 @@ impl Llm for EmbeddedLlmProvider {
     }
 
     fn read_ahead(&self, request: LlmRequest, cancel: CancellationToken) {
-        let job = move |model: &mut EmbeddedLlm| {
-            if cancel.is_cancelled() {
-                return;
+        let tag = request.tag.clone();
+        // Refused or shed: only the head start is lost.
+        self.scheduler.submit(
+            tag,
+            cancel,
+            move |model: &mut EmbeddedLlm, context| {
+                let cancelled = || context.is_cancelled();
+                match model.read_ahead_cancellable(
+                    &request.messages,
+                    request.max_tokens,
+                    &cancelled,
+                ) {
+                    Ok(_) | Err(LlmError::Cancelled) => {}
+                    Err(e) => tracing::debug!(error = %e, "embedded LLM read-ahead failed"),
+                }
+            },
+            |_| {},
+        );
+    }
+
+    fn scheduler_load(&self) -> Option<SchedulerLoad> {
+        Some(self.scheduler.load())
+    }
+}
+
+/// Tokens the first slice of an answer decodes before the model turns to other sessions' work:
+/// enough for the first chunk of speech (its first three words) with room to spare.
+pub const FIRST_SLICE_TOKENS: usize = 12;
+/// Tokens each later slice decodes. The answer's first chunk is playing meanwhile, so later
+/// slices wait behind other sessions' first chunks, not in front of them.
+pub const SLICE_TOKENS: usize = 16;
+
+/// Decodes the next `steps` tokens of an answer; if it is not over, the rest goes back in the
+/// queue (as speculative work: behind other sessions' critical path) and the model is free.
+fn decode_slice(
+    model: &mut EmbeddedLlm,
+    context: &JobContext<'_, EmbeddedLlm>,
+    mut generation: Generation,
+    steps: usize,
+    events: tokio::sync::mpsc::Sender<LlmEvent>,
+) {
+    let cancelled = || context.is_cancelled();
+    let mut on_token = |piece: &str| {
+        if context.is_cancelled()
+            || events
+                .blocking_send(LlmEvent::Token(piece.to_string()))
+                .is_err()
+        {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    match model.step(&mut generation, steps, &cancelled, &mut on_token) {
+        Ok(Some(stats)) => {
+            if !context.is_cancelled() {
+                let _ = events.blocking_send(LlmEvent::Done(LlmUsage {
+                    prompt_tokens: Some(stats.prompt_tokens),
+                    completion_tokens: Some(stats.generated_tokens),
+                }));
             }
-            if let Err(e) = model.read_ahead(&request.messages, request.max_tokens) {
-                tracing::debug!(error = %e, "embedded LLM read-ahead failed");
-            }
-        };
-        // A full queue only loses the head start.
-        let _ = self.worker.submit(job);
+        }
+        Ok(None) => context.requeue(Priority::Speculative, move |model, context| {
+            decode_slice(model, context, generation, SLICE_TOKENS, events)
+        }),
+        Err(LlmError::Cancelled) => {}
+        Err(e) => {
+            let _ = events.blocking_send(LlmEvent::Error(model_error("smollm2", e)));
+        }
     }
 }
 
@@ -284,7 +342,7 @@ impl Voice for EspeakTts {
 #[derive(Debug)]
 pub struct EmbeddedTts<M> {
     name: &'static str,
-    worker: ModelWorker<M>,
+    scheduler: ModelScheduler<M>,
     sample_rate: u32,
 }
 
@@ -300,7 +358,7 @@ impl<M: Voice> EmbeddedTts<M> {
         load: impl FnOnce() -> Result<(M, u32), E> + Send + 'static,
     ) -> Result<Self, EmbeddedError> {
         let (rate_tx, rate_rx) = std::sync::mpsc::sync_channel(1);
-        let worker = start(name, move || {
+        let scheduler = start(name, move || {
             let (voice, rate) = load()?;
             let _ = rate_tx.send(rate);
             Ok::<_, E>(voice)
@@ -308,7 +366,7 @@ impl<M: Voice> EmbeddedTts<M> {
         let sample_rate = rate_rx.recv().unwrap_or(22_050);
         Ok(Self {
             name,
-            worker,
+            scheduler,
             sample_rate,
         })
     }
@@ -351,23 +409,30 @@ impl<M: Voice> Tts for EmbeddedTts<M> {
         self.sample_rate
     }
 
-    fn synthesize(&self, text: String, cancel: CancellationToken) -> EventStream<TtsEvent> {
+    fn synthesize(&self, request: TtsRequest, cancel: CancellationToken) -> EventStream<TtsEvent> {
         let (events, stream) = event_channel();
         let name = self.name;
+        let TtsRequest { text, tag } = request;
         submit_or_report(
-            &self.worker,
+            &self.scheduler,
+            tag,
+            cancel,
             events,
             TtsEvent::Error,
-            move |model, events| {
-                speak(&cancel, &events, name, text, |t| model.speak(t));
+            move |model, context, events| {
+                speak(context, &events, name, text, |t| model.speak(t));
             },
         );
         stream
     }
+
+    fn scheduler_load(&self) -> Option<SchedulerLoad> {
+        Some(self.scheduler.load())
+    }
 }
 
-fn speak<E: std::fmt::Display>(
-    cancel: &CancellationToken,
+fn speak<M, E: std::fmt::Display>(
+    cancel: &JobContext<'_, M>,
     events: &tokio::sync::mpsc::Sender<TtsEvent>,
     provider: &str,
     text: String,

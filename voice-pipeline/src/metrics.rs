@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
 
 use crate::agent::TurnRecord;
 
@@ -29,6 +29,8 @@ pub const TURN_FIRST_FRAME_OUT_SECONDS: &str = "dartmouth_turn_first_frame_out_s
 pub const TURNS_TOTAL: &str = "dartmouth_turns_total";
 /// Counter of answers started at a pause and dropped because the person went on speaking.
 pub const PREEMPTIVE_ANSWERS_DROPPED_TOTAL: &str = "dartmouth_preemptive_answers_dropped_total";
+/// Counter of user turns that could not be answered, label `stage` (`stt`, `llm`).
+pub const TURNS_FAILED_TOTAL: &str = "dartmouth_turns_failed_total";
 /// Counter of user audio frames dropped because an agent's listening thread fell behind.
 pub const AGENT_DROPPED_FRAMES_TOTAL: &str = "dartmouth_agent_dropped_frames_total";
 
@@ -75,6 +77,62 @@ pub fn describe() {
         Unit::Count,
         "User audio frames dropped because an agent's listening fell behind"
     );
+    describe_counter!(
+        TURNS_FAILED_TOTAL,
+        Unit::Count,
+        "User turns that could not be answered (the person was told), by stage"
+    );
+    use crate::{admission, listening, scheduler};
+    describe_gauge!(
+        scheduler::MODEL_QUEUE_DEPTH,
+        Unit::Count,
+        "Model jobs waiting, by model and priority class"
+    );
+    describe_histogram!(
+        scheduler::MODEL_QUEUE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a model job waited before it ran, by model and class"
+    );
+    describe_counter!(
+        scheduler::MODEL_JOBS_DROPPED_TOTAL,
+        Unit::Count,
+        "Model jobs that left the queue without running, by model, class and reason"
+    );
+    describe_counter!(
+        scheduler::MODEL_BUSY_MS_TOTAL,
+        Unit::Milliseconds,
+        "Time each model spent running jobs"
+    );
+    describe_gauge!(
+        listening::LISTEN_SESSIONS,
+        Unit::Count,
+        "Sessions the listening service serves"
+    );
+    describe_histogram!(
+        listening::LISTEN_TICK_SECONDS,
+        Unit::Seconds,
+        "Compute per 20 ms listening tick (batched VAD for every session)"
+    );
+    describe_histogram!(
+        listening::LISTEN_VERDICT_SECONDS,
+        Unit::Seconds,
+        "End-of-turn question to answer (batched Smart Turn)"
+    );
+    describe_gauge!(
+        admission::AGENT_CAPACITY,
+        Unit::Count,
+        "Agent sessions the machine carries"
+    );
+    describe_gauge!(
+        admission::AGENT_SESSIONS,
+        Unit::Count,
+        "Agent sessions running"
+    );
+    describe_counter!(
+        admission::AGENT_SESSIONS_REFUSED_TOTAL,
+        Unit::Count,
+        "Agent sessions refused, by reason (capacity, saturated)"
+    );
 }
 
 /// Records one completed turn: each latency it has, and the turn count.
@@ -99,6 +157,11 @@ pub fn record_turn(record: &TurnRecord) {
 /// Counts one preemptive answer dropped (the LLM work it cost was wasted).
 pub fn record_preemptive_answer_dropped() {
     counter!(PREEMPTIVE_ANSWERS_DROPPED_TOTAL).increment(1);
+}
+
+/// Counts one user turn that could not be answered, failing at `stage`.
+pub fn record_turn_failed(stage: &'static str) {
+    counter!(TURNS_FAILED_TOTAL, "stage" => stage).increment(1);
 }
 
 /// Counts one user audio frame dropped by an agent's listening queue.

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 pub use tokio_util::sync::CancellationToken;
 
+pub use crate::job::{JobTag, Priority, SessionId};
 use crate::llm::ChatMessage;
+use crate::scheduler::SchedulerLoad;
 
 /// Capacity of a provider's event stream; senders wait (backpressure) when it is full.
 pub const PROVIDER_EVENT_CAPACITY: usize = 64;
@@ -85,6 +87,20 @@ pub enum ProviderError {
         /// Provider name.
         provider: String,
     },
+    /// The job was cancelled before it finished.
+    #[error("{provider}: cancelled")]
+    Cancelled {
+        /// Provider name.
+        provider: String,
+    },
+    /// The provider is saturated: the job was shed or refused (see its message).
+    #[error("{provider}: overloaded: {message}")]
+    Overloaded {
+        /// Provider name.
+        provider: String,
+        /// What happened to the job.
+        message: String,
+    },
 }
 
 /// What speech-to-text providers report.
@@ -98,24 +114,49 @@ pub enum SttEvent {
     Error(ProviderError),
 }
 
+/// One utterance to transcribe.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SttRequest {
+    /// 16 kHz mono samples in [-1, 1].
+    pub audio: Arc<[f32]>,
+    /// What an earlier call heard in a shorter prefix of the same utterance. A provider may use
+    /// it to decode faster; it must not change the result.
+    pub draft: Option<Arc<str>>,
+    /// What the job is for (session, turn, priority).
+    pub tag: JobTag,
+}
+
+impl SttRequest {
+    /// A request for `audio` (16 kHz mono) outside any session, at critical priority.
+    pub fn new(audio: impl Into<Arc<[f32]>>) -> Self {
+        Self {
+            audio: audio.into(),
+            ..Self::default()
+        }
+    }
+
+    /// With `draft` as the guess of the first words.
+    pub fn with_draft(mut self, draft: Option<Arc<str>>) -> Self {
+        self.draft = draft;
+        self
+    }
+
+    /// Tagged with `tag`.
+    pub fn tagged(mut self, tag: JobTag) -> Self {
+        self.tag = tag;
+        self
+    }
+}
+
 /// Speech to text over a whole utterance.
 pub trait Stt: Send + Sync + 'static {
     /// Short provider name for logs and turn records (`moonshine`, `whisper`, `openai`).
     fn name(&self) -> &str;
-    /// Transcribes 16 kHz mono samples in [-1, 1].
-    fn transcribe(&self, audio_16k: Arc<[f32]>, cancel: CancellationToken)
-    -> EventStream<SttEvent>;
-    /// Like [`Stt::transcribe`], with `draft`: what an earlier call heard in a shorter prefix of
-    /// the same utterance. A provider may use it to decode faster; it must not change the
-    /// result. The default ignores it.
-    fn transcribe_with_draft(
-        &self,
-        audio_16k: Arc<[f32]>,
-        draft: Option<Arc<str>>,
-        cancel: CancellationToken,
-    ) -> EventStream<SttEvent> {
-        let _ = draft;
-        self.transcribe(audio_16k, cancel)
+    /// Transcribes the request's audio.
+    fn transcribe(&self, request: SttRequest, cancel: CancellationToken) -> EventStream<SttEvent>;
+    /// How loaded the provider's local model is (`None` for remote services).
+    fn scheduler_load(&self) -> Option<SchedulerLoad> {
+        None
     }
 }
 
@@ -152,6 +193,8 @@ pub struct LlmRequest {
     pub max_tokens: usize,
     /// Sampling temperature (0 = greedy); `None` leaves the provider's default.
     pub temperature: Option<f64>,
+    /// What the job is for (session, turn, priority).
+    pub tag: JobTag,
 }
 
 /// Usage and timing a model reports at the end of a job.
@@ -195,6 +238,10 @@ pub trait Llm: Send + Sync + 'static {
     fn read_ahead(&self, request: LlmRequest, cancel: CancellationToken) {
         let _ = (request, cancel);
     }
+    /// How loaded the provider's local model is (`None` for remote services).
+    fn scheduler_load(&self) -> Option<SchedulerLoad> {
+        None
+    }
 }
 
 /// A piece of synthesised speech and the text it speaks.
@@ -217,12 +264,41 @@ pub enum TtsEvent {
     Error(ProviderError),
 }
 
+/// A piece of text to speak.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TtsRequest {
+    /// The text (usually one sentence).
+    pub text: String,
+    /// What the job is for (session, turn, priority).
+    pub tag: JobTag,
+}
+
+impl TtsRequest {
+    /// A request to speak `text` outside any session, at critical priority.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            tag: JobTag::default(),
+        }
+    }
+
+    /// Tagged with `tag`.
+    pub fn tagged(mut self, tag: JobTag) -> Self {
+        self.tag = tag;
+        self
+    }
+}
+
 /// Streaming text to speech.
 pub trait Tts: Send + Sync + 'static {
     /// Short provider name for logs and turn records.
     fn name(&self) -> &str;
     /// Sample rate of the audio this provider produces.
     fn sample_rate(&self) -> u32;
-    /// Speaks `text` (usually one sentence).
-    fn synthesize(&self, text: String, cancel: CancellationToken) -> EventStream<TtsEvent>;
+    /// Speaks the request's text.
+    fn synthesize(&self, request: TtsRequest, cancel: CancellationToken) -> EventStream<TtsEvent>;
+    /// How loaded the provider's local model is (`None` for remote services).
+    fn scheduler_load(&self) -> Option<SchedulerLoad> {
+        None
+    }
 }

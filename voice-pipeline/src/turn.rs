@@ -1,9 +1,11 @@
 //! End-of-turn: silence timing combined with the Smart Turn v3.2 model.
 //!
 //! [`EndOfTurn`] is a synchronous step machine fed the user's 16 kHz audio and the VAD's
-//! speech start/end events, with time as an input. When speech ends it asks a [`TurnModel`]
-//! once whether the person has finished; a confident "yes" ends the turn at once, otherwise it
-//! waits for more speech (same turn) or for [`TurnConfig::max_silence_ms`] of silence. A
+//! speech start/end events, with time as an input. While a pause lasts it asks a [`TurnModel`]
+//! whether the person has finished, again as the silence grows; the threshold the answer must
+//! reach falls with the silence, and the form of a speculative transcript ([`TranscriptForm`]:
+//! a question, a whole statement, or words that need more) moves it and the silence limit. A
+//! per-agent [`Eagerness`] picks the thresholds. Speech that resumes continues the same turn. A
 //! monologue is split every [`TurnConfig::max_turn_ms`], which also bounds its memory.
 //!
 //! [`SmartTurn`] is the embedded [`TurnModel`]: Smart Turn v3.2 (int8 ONNX) on the Whisper-style
@@ -32,10 +34,14 @@
 
 mod detector;
 mod features;
+mod form;
 mod smart_turn;
 
-pub use detector::{EndOfTurn, TurnConfig, TurnEnd, TurnEndReason};
+pub use detector::{
+    Eagerness, EndOfTurn, TurnConfig, TurnEnd, TurnEndReason, TurnSignals, VerdictRequest,
+};
 pub use features::LogMelFrontend;
+pub use form::TranscriptForm;
 pub use smart_turn::{SMART_TURN_SAMPLES, SmartTurn};
 
 /// What can go wrong in end-of-turn detection.
@@ -57,4 +63,12 @@ pub enum TurnError {
 pub trait TurnModel {
     /// Probability in `[0, 1]` that the utterance (16 kHz mono, in `[-1, 1]`) is a complete turn.
     fn predict(&mut self, audio_16k: &[f32]) -> Result<f32, TurnError>;
+
+    /// [`TurnModel::predict`] for several utterances, pushing one result per utterance onto
+    /// `out` in order. The default asks one at a time; models that batch do it in one call.
+    fn predict_batch(&mut self, utterances: &[&[f32]], out: &mut Vec<Result<f32, TurnError>>) {
+        for audio in utterances {
+            out.push(self.predict(audio));
+        }
+    }
 }

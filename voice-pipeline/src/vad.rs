@@ -35,14 +35,63 @@ pub enum VadError {
     Inference(String),
 }
 
-/// The Silero VAD model with its streaming state.
+/// One audio stream's VAD state: the model's recurrent state and the 64-sample context the
+/// next chunk is read with. Plain data: a session holds this, not a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VadStream {
+    /// The tail of the previous chunk.
+    context: [f32; CONTEXT_SAMPLES],
+    /// `[2, 128]` recurrent state (this stream's row of the model's `[2, B, 128]`).
+    state: [f32; 2 * STATE_WIDTH],
+}
+
+impl Default for VadStream {
+    fn default() -> Self {
+        Self {
+            context: [0.0; CONTEXT_SAMPLES],
+            state: [0.0; 2 * STATE_WIDTH],
+        }
+    }
+}
+
+impl VadStream {
+    /// Forgets the state, as at the start of a new stream.
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// Streams whose next chunks [`SileroVad::run_batch`] reads together.
+pub trait VadBatch {
+    /// How many streams.
+    fn streams(&self) -> usize;
+    /// Stream `i`'s state and its next chunk.
+    fn stream(&mut self, i: usize) -> (&mut VadStream, &[f32]);
+}
+
+impl VadBatch for [(&mut VadStream, &[f32])] {
+    fn streams(&self) -> usize {
+        self.len()
+    }
+
+    fn stream(&mut self, i: usize) -> (&mut VadStream, &[f32]) {
+        let (stream, chunk) = &mut self[i];
+        (stream, chunk)
+    }
+}
+
+/// The Silero VAD model. One loaded model serves any number of streams: [`SileroVad::run_batch`]
+/// reads one chunk of each in a single call. Its buffers grow to the largest batch seen and are
+/// reused.
 pub struct SileroVad {
     session: Session,
-    /// `[1, CONTEXT + CHUNK]`: the previous chunk's tail, then the current chunk.
+    /// `[B, CONTEXT + CHUNK]`: each stream's context, then its chunk.
     input: Array2<f32>,
-    /// `[2, 1, 128]` recurrent state.
+    /// `[2, B, 128]` recurrent states.
     state: Array3<f32>,
     sample_rate: Array0<i64>,
+    /// The stream [`SileroVad::probability`] reads.
+    own: VadStream,
 }
 
 impl std::fmt::Debug for SileroVad {
@@ -62,22 +111,70 @@ impl SileroVad {
             input: Array2::zeros((1, CONTEXT_SAMPLES + CHUNK_SAMPLES)),
             state: Array3::zeros((2, 1, STATE_WIDTH)),
             sample_rate: Array0::from_elem((), i64::from(SAMPLE_RATE)),
+            own: VadStream::default(),
         })
     }
 
-    /// Forgets the recurrent state and context, as at the start of a new stream.
+    /// Forgets the state of the stream [`SileroVad::probability`] reads.
     pub fn reset(&mut self) {
-        self.input.fill(0.0);
-        self.state.fill(0.0);
+        self.own.reset();
     }
 
-    /// Speech probability of the next chunk of exactly [`CHUNK_SAMPLES`] samples in [-1, 1].
+    /// Speech probability of the next chunk of exactly [`CHUNK_SAMPLES`] samples in [-1, 1] of
+    /// the model's own stream (one session, one model).
     pub fn probability(&mut self, chunk: &[f32]) -> Result<f32, VadError> {
-        if chunk.len() != CHUNK_SAMPLES {
-            return Err(VadError::ChunkSize(chunk.len()));
+        let mut own = std::mem::take(&mut self.own);
+        let mut out = [0.0];
+        let batch: &mut [(&mut VadStream, &[f32])] = &mut [(&mut own, chunk)];
+        let result = self.run_batch(batch, &mut out);
+        self.own = own;
+        result.map(|()| out[0])
+    }
+
+    /// Speech probabilities of one chunk of each stream of `batch`, in one model call: `out[i]`
+    /// receives the probability of stream `i`'s chunk of [`CHUNK_SAMPLES`]. Each stream's state
+    /// moves on exactly as if it had been run alone. Allocates only when the batch is larger
+    /// than any before.
+    pub fn run_batch(
+        &mut self,
+        batch: &mut (impl VadBatch + ?Sized),
+        out: &mut [f32],
+    ) -> Result<(), VadError> {
+        let n = batch.streams();
+        if n == 0 {
+            return Ok(());
         }
-        let row = self.input.as_slice_mut().expect("input is contiguous");
-        row[CONTEXT_SAMPLES..].copy_from_slice(chunk);
+        if out.len() < n {
+            return Err(VadError::Inference(format!(
+                "{n} streams but room for {} probabilities",
+                out.len()
+            )));
+        }
+        for i in 0..n {
+            let chunk = batch.stream(i).1;
+            if chunk.len() != CHUNK_SAMPLES {
+                return Err(VadError::ChunkSize(chunk.len()));
+            }
+        }
+        if self.input.nrows() != n {
+            self.input = Array2::zeros((n, CONTEXT_SAMPLES + CHUNK_SAMPLES));
+            self.state = Array3::zeros((2, n, STATE_WIDTH));
+        }
+        {
+            let input = self.input.as_slice_mut().expect("input is contiguous");
+            let state = self.state.as_slice_mut().expect("state is contiguous");
+            for i in 0..n {
+                let (stream, chunk) = batch.stream(i);
+                let row = &mut input[i * (CONTEXT_SAMPLES + CHUNK_SAMPLES)..]
+                    [..CONTEXT_SAMPLES + CHUNK_SAMPLES];
+                row[..CONTEXT_SAMPLES].copy_from_slice(&stream.context);
+                row[CONTEXT_SAMPLES..].copy_from_slice(chunk);
+                for layer in 0..2 {
+                    state[(layer * n + i) * STATE_WIDTH..][..STATE_WIDTH]
+                        .copy_from_slice(&stream.state[layer * STATE_WIDTH..][..STATE_WIDTH]);
+                }
+            }
+        }
         let fail = |e: ort::Error| VadError::Inference(e.to_string());
         let outputs = self
             .session
@@ -87,24 +184,37 @@ impl SileroVad {
                 "sr" => TensorRef::from_array_view(&self.sample_rate).map_err(fail)?,
             ])
             .map_err(fail)?;
-        let (_, probability) = outputs["output"]
+        let (_, probabilities) = outputs["output"]
             .try_extract_tensor::<f32>()
             .map_err(fail)?;
-        let probability = *probability
-            .first()
-            .ok_or_else(|| VadError::Inference("empty output".into()))?;
+        if probabilities.len() < n {
+            return Err(VadError::Inference(format!(
+                "{} probabilities for {n} streams",
+                probabilities.len()
+            )));
+        }
+        out[..n].copy_from_slice(&probabilities[..n]);
         let (_, next_state) = outputs["stateN"]
             .try_extract_tensor::<f32>()
             .map_err(fail)?;
-        self.state
-            .as_slice_mut()
-            .expect("state is contiguous")
-            .copy_from_slice(next_state);
-        drop(outputs);
-        // The tail of this chunk is the context of the next.
-        let row = self.input.as_slice_mut().expect("input is contiguous");
-        row.copy_within(CHUNK_SAMPLES.., 0);
-        Ok(probability)
+        if next_state.len() != 2 * n * STATE_WIDTH {
+            return Err(VadError::Inference(format!(
+                "state of {} values for {n} streams",
+                next_state.len()
+            )));
+        }
+        for i in 0..n {
+            let (stream, chunk) = batch.stream(i);
+            for layer in 0..2 {
+                stream.state[layer * STATE_WIDTH..][..STATE_WIDTH]
+                    .copy_from_slice(&next_state[(layer * n + i) * STATE_WIDTH..][..STATE_WIDTH]);
+            }
+            // The tail of this chunk is the context of the next.
+            stream
+                .context
+                .copy_from_slice(&chunk[CHUNK_SAMPLES - CONTEXT_SAMPLES..]);
+        }
+        Ok(())
     }
 }
 

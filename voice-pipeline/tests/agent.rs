@@ -11,15 +11,13 @@ use dartmouth_models::ModelStore;
 use dartmouth_voice::agent::{AgentConfig, AgentEvent, AgentSession, AgentState, Providers};
 use dartmouth_voice::embedded::{EmbeddedLlmProvider, MoonshineProvider, PiperProvider};
 use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION, TurnId, i16_to_f32};
-use dartmouth_voice::ingest::Ingest;
+use dartmouth_voice::listening::ListeningService;
 use dartmouth_voice::llm::Role;
 use dartmouth_voice::provider::{
-    CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, SttEvent,
+    CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, SttEvent, SttRequest,
 };
 use dartmouth_voice::resample::resample_all;
 use dartmouth_voice::text::word_error_rate;
-use dartmouth_voice::turn::{SmartTurn, TurnConfig};
-use dartmouth_voice::vad::{SileroVad, VadConfig};
 
 const RATE: u32 = 16_000;
 const OUTPUT_RATE: u32 = 16_000;
@@ -36,35 +34,39 @@ fn store() -> ModelStore {
 fn providers() -> Providers {
     static PROVIDERS: OnceLock<Providers> = OnceLock::new();
     PROVIDERS
-        .get_or_init(|| Providers {
-            stt: Arc::new(
-                MoonshineProvider::load(&store()).expect("models provisioned: make models"),
-            ),
-            llm: Arc::new(EmbeddedLlmProvider::load(&store(), Default::default()).unwrap()),
-            tts: Arc::new(PiperProvider::load(&store()).unwrap()),
+        .get_or_init(|| {
+            Providers::new(
+                Arc::new(
+                    MoonshineProvider::load(&store()).expect("models provisioned: make models"),
+                ),
+                Arc::new(EmbeddedLlmProvider::load(&store(), Default::default()).unwrap()),
+                Arc::new(PiperProvider::load(&store()).unwrap()),
+            )
         })
         .clone()
 }
 
-fn ingest() -> Ingest {
-    Ingest::new(
-        SileroVad::load(&store()).unwrap(),
-        Box::new(SmartTurn::load(&store()).unwrap()),
-        VadConfig::default(),
-        TurnConfig::default(),
-    )
+/// The listening service every session of this test binary shares, as in a server.
+fn listening() -> &'static ListeningService {
+    static LISTENING: OnceLock<ListeningService> = OnceLock::new();
+    LISTENING.get_or_init(|| ListeningService::start(&store()).expect("listening models load"))
 }
 
-/// espeak-ng speech at 16 kHz.
+/// espeak-ng speech at 16 kHz (160 words per minute).
 fn speech(text: &str) -> Vec<i16> {
+    speech_at(text, 160)
+}
+
+/// espeak-ng speech at 16 kHz, at `wpm` words per minute.
+fn speech_at(text: &str, wpm: u32) -> Vec<i16> {
     let dir = std::env::temp_dir().join(format!("dartmouth-agent-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let raw: PathBuf = dir.join(format!(
-        "{:x}.wav",
+        "{:x}-{wpm}.wav",
         text.len() * 7919 + text.bytes().map(usize::from).sum::<usize>()
     ));
     let status = std::process::Command::new("espeak-ng")
-        .args(["-v", "en-us", "-s", "160", "-w"])
+        .args(["-v", "en-us", "-s", &wpm.to_string(), "-w"])
         .arg(&raw)
         .arg(text)
         .status()
@@ -106,7 +108,7 @@ impl Harness {
 
     fn with_providers(config: AgentConfig, providers: Providers) -> Self {
         Self {
-            session: AgentSession::start(config, providers, ingest()),
+            session: AgentSession::start(config, providers, listening()),
             clock: Duration::ZERO,
             played: Vec::new(),
             events: Vec::new(),
@@ -182,7 +184,7 @@ async fn transcribe(samples: &[i16]) -> String {
     let audio: Vec<f32> = samples.iter().map(|&s| i16_to_f32(s)).collect();
     let mut stream = providers()
         .stt
-        .transcribe(audio.into(), CancellationToken::new());
+        .transcribe(SttRequest::new(audio), CancellationToken::new());
     match stream.recv().await {
         Some(SttEvent::Final(text)) => text,
         other => panic!("no transcript: {other:?}"),
@@ -562,5 +564,60 @@ async fn clipped_speech_is_handled_and_the_session_keeps_working() {
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(h.session.dropped_frames(), 0);
+    h.session.stop().await;
+}
+
+/// End-of-turn on a robotic voice: Smart Turn is unsure of espeak-ng, so the turn must end on
+/// the other signals (the threshold falling with the silence, the transcript reading as a
+/// question) instead of waiting out the silence limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_in_a_robotic_voice_ends_its_turn_soon_after_it_ends() {
+    let _serial = SERIAL.lock().await;
+    let mut ends = Vec::new();
+    for (question, wpm) in [
+        ("Which planet has the most moons?", 150),
+        ("How far away is the nearest star?", 130),
+    ] {
+        let mut h = Harness::new(AgentConfig {
+            preemptive_answer: false,
+            ..short_answers()
+        });
+        h.say(&speech_at(question, wpm)).await;
+        h.silence_until(Duration::from_secs(60), |h| h.completed(1).is_some())
+            .await;
+        let record = h.completed(1).expect("the question was answered").clone();
+        println!(
+            "{question:?} at {wpm} wpm: end of turn after {:?} ({:?}, {:?})",
+            record.end_of_turn, record.reason, record.signals
+        );
+        ends.push(record.end_of_turn);
+        h.session.stop().await;
+    }
+    for end in ends {
+        assert!(
+            end <= Duration::from_millis(600),
+            "the turn ended {end:?} after the question"
+        );
+    }
+}
+
+/// A number dictated with a pause in the middle is one turn: the words before the pause need
+/// more, whatever the model makes of the voice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_dictated_with_a_pause_is_one_turn() {
+    let _serial = SERIAL.lock().await;
+    let mut h = Harness::new(short_answers());
+    h.say(&speech("My number is five five five")).await;
+    h.say(&vec![0; RATE as usize]).await; // a second's pause
+    h.say(&speech("zero one nine nine.")).await;
+    h.silence_until(Duration::from_secs(60), |h| h.completed(1).is_some())
+        .await;
+    let transcript = h.transcript(1).expect("transcribed").to_lowercase();
+    println!("{transcript:?} {:?}", h.completed(1).map(|r| r.signals));
+    assert!(
+        transcript.contains("number") && (transcript.contains("99") || transcript.contains("nine")),
+        "one turn holds both parts: {transcript:?}"
+    );
+    assert!(h.transcript(2).is_none(), "{:?}", h.transcript(2));
     h.session.stop().await;
 }

@@ -334,3 +334,67 @@ fn reading_ahead_an_unfinished_question_changes_the_speed_not_the_answer() {
     report("after read-ahead", &warm_stats);
     assert_eq!(warm_text, cold_text, "same answer after reading ahead");
 }
+
+/// Collects an answer's text.
+fn answer_text(llm: &mut EmbeddedLlm, q: &str, max_tokens: usize) -> String {
+    let mut text = String::new();
+    llm.generate(&question(q), max_tokens, &mut |piece| {
+        text.push_str(piece);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    text
+}
+
+#[test]
+fn an_answer_decoded_in_slices_with_other_prompts_in_between_is_the_same_answer() {
+    let mut llm = llm();
+    let whole = answer_text(&mut llm, "What is the capital of France?", 24);
+    let mut sliced = String::new();
+    let mut on_token = |piece: &str| {
+        sliced.push_str(piece);
+        ControlFlow::Continue(())
+    };
+    let mut generation = llm
+        .begin(&question("What is the capital of France?"), 24, &|| false)
+        .unwrap();
+    let mut slices = 0;
+    loop {
+        slices += 1;
+        if let Some(stats) = llm
+            .step(&mut generation, 5, &|| false, &mut on_token)
+            .unwrap()
+        {
+            assert_ne!(stats.stop, StopReason::Cancelled);
+            break;
+        }
+        // Another conversation uses the model between the slices.
+        let other = answer_text(&mut llm, "Name a color.", 6);
+        assert!(!other.is_empty());
+    }
+    assert!(slices > 1, "it took several slices");
+    assert_eq!(
+        sliced, whole,
+        "interleaving changes the speed, not the answer"
+    );
+}
+
+#[test]
+fn a_cancelled_generation_stops_within_one_step() {
+    let mut llm = llm();
+    let steps = std::cell::Cell::new(0usize);
+    let cancelled = || steps.get() >= 3;
+    let stats = llm
+        .generate_cancellable(
+            &question("Tell me a long story."),
+            64,
+            &cancelled,
+            &mut |_| {
+                steps.set(steps.get() + 1);
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+    assert_eq!(stats.stop, StopReason::Cancelled);
+    assert!(stats.generated_tokens <= 4, "{stats:?}");
+}

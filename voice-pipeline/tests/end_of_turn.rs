@@ -198,7 +198,7 @@ fn describe(turn: &TurnEnd) -> String {
 #[test]
 fn a_finished_question_ends_the_turn_soon_after_speech_stops() {
     let question = espeak("What is the capital of France?");
-    let mut h = Harness::new(TurnConfig::default());
+    let mut h = Harness::new(TurnConfig::default().without_transcripts());
     let turns = h.run(&concat(&[&silence(500), &question, &silence(2_000)]));
     println!("VAD events (s, start?): {:?}", h.events);
     println!("verdicts: {}", verdicts(&h.model.verdicts));
@@ -227,7 +227,7 @@ fn recorded_complete_sentences_end_on_the_models_verdict() {
         "sense_and_sensibility_01_austen_64kb-0920",
     ] {
         let speech = librivox(id);
-        let mut h = Harness::new(TurnConfig::default());
+        let mut h = Harness::new(TurnConfig::default().without_transcripts());
         let turns = h.run(&concat(&[&silence(500), &speech, &silence(2_000)]));
         println!("{id}: verdicts {}", verdicts(&h.model.verdicts));
         let last = turns.last().expect("a turn");
@@ -245,7 +245,7 @@ fn a_mid_sentence_pause_does_not_end_the_turn() {
     let speech = librivox(DASHWOOD);
     let (head, tail) = speech.split_at(DASHWOOD_CUT);
     let audio = concat(&[&silence(500), head, &silence(700), tail, &silence(2_000)]);
-    let mut h = Harness::new(TurnConfig::default());
+    let mut h = Harness::new(TurnConfig::default().without_transcripts());
     let turns = h.run(&audio);
     println!("VAD events (s, start?): {:?}", h.events);
     println!("verdicts: {}", verdicts(&h.model.verdicts));
@@ -278,7 +278,7 @@ fn a_ten_minute_monologue_is_split_every_max_turn() {
     let voiced = &speech[220 * RATE / 1000..6_740 * RATE / 1000];
     let total = 600 * RATE;
     let monologue: Vec<f32> = voiced.iter().copied().cycle().take(total).collect();
-    let config = TurnConfig::default();
+    let config = TurnConfig::default().without_transcripts();
     let mut h = Harness::new(config);
     let mut turns = h.run(&monologue);
     turns.extend(h.run(&silence(2_000)));
@@ -455,7 +455,7 @@ fn the_ingest_stage_hears_a_whole_question_through_an_interrupt() {
         SileroVad::load(&store()).unwrap(),
         Box::new(smart_turn()),
         VadConfig::default(),
-        TurnConfig::default(),
+        TurnConfig::default().without_transcripts(),
     );
     let events = run_stage(&mut ingest, inputs).unwrap();
     let turns: Vec<&TurnEnd> = events
@@ -465,9 +465,24 @@ fn the_ingest_stage_hears_a_whole_question_through_an_interrupt() {
             _ => None,
         })
         .collect();
+    // A voice onset first (the first speech-like chunk), then the confirmed start.
     assert!(
-        matches!(events[0], IngestEvent::SpeechStarted { .. }),
+        matches!(events[0], IngestEvent::VoiceOnset { .. }),
         "{events:?}"
+    );
+    let started = events
+        .iter()
+        .find_map(|e| match e {
+            IngestEvent::SpeechStarted { at } => Some(*at),
+            _ => None,
+        })
+        .expect("speech started");
+    let IngestEvent::VoiceOnset { at: onset } = events[0] else {
+        unreachable!()
+    };
+    assert!(
+        onset <= started,
+        "the onset is reported at its chunk: {onset:?} {started:?}"
     );
     assert_eq!(turns.len(), 1, "one question, one turn");
     let heard = turns[0].audio.len() as f64 / RATE as f64;

@@ -15,7 +15,7 @@ use dartmouth_voice::http::{
 use dartmouth_voice::llm::ChatMessage;
 use dartmouth_voice::provider::{
     CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, ProviderError, Stt, SttEvent,
-    ToolSpec, Tts, TtsEvent,
+    SttRequest, ToolSpec, Tts, TtsEvent, TtsRequest,
 };
 use mock_server::{API_KEY, MockServer, SERVER_ERROR, SYSTEM_PROMPT, TEXT_TOKENS};
 
@@ -441,11 +441,12 @@ async fn stt_uploads_a_wav_in_multipart_and_returns_the_final_text() {
     let audio: Arc<[f32]> = (0..16_000)
         .map(|i| (i as f32 * 440.0 * std::f32::consts::TAU / 16_000.0).sin() * 0.5)
         .collect();
-    let events = collect(stt.transcribe(audio, CancellationToken::new())).await;
+    let events = collect(stt.transcribe(SttRequest::new(audio), CancellationToken::new())).await;
     assert_eq!(events, [SttEvent::Final("heard 16000 samples".into())]);
 
     let bad = OpenAiStt::new(config(&server, "not-whisper")).unwrap();
-    let events = collect(bad.transcribe(Arc::from(vec![0.0; 160]), CancellationToken::new())).await;
+    let events =
+        collect(bad.transcribe(SttRequest::new(vec![0.0; 160]), CancellationToken::new())).await;
     assert!(
         matches!(
             &events[..],
@@ -463,7 +464,8 @@ async fn tts_streams_pcm_in_100ms_chunks_with_the_text_on_the_first() {
         .with_voice("nova");
     assert_eq!(tts.sample_rate(), 24_000);
     let text = "Hello there.".to_string();
-    let events = collect(tts.synthesize(text.clone(), CancellationToken::new())).await;
+    let events =
+        collect(tts.synthesize(TtsRequest::new(text.clone()), CancellationToken::new())).await;
     assert_eq!(events.last(), Some(&TtsEvent::Done));
     let chunks: Vec<_> = events
         .iter()

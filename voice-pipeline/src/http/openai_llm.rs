@@ -525,6 +525,7 @@ mod tests {
             }],
             max_tokens: 0,
             temperature: Some(0.5),
+            ..LlmRequest::default()
         };
         let v = serde_json::to_value(body(&config, &request)).unwrap();
         assert_eq!(v["messages"][0]["role"], "system");

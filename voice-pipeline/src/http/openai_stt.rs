@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{HttpProviderConfig, JobClock, invalid_response, spawn_job};
 use crate::provider::{
-    CancellationToken, EventStream, ProviderError, Stt, SttEvent, event_channel,
+    CancellationToken, EventStream, ProviderError, Stt, SttEvent, SttRequest, event_channel,
 };
 
 /// Sample rate of the audio the pipeline transcribes (and of the uploaded WAV).
@@ -71,11 +71,8 @@ impl Stt for OpenAiStt {
         &self.inner.name
     }
 
-    fn transcribe(
-        &self,
-        audio_16k: Arc<[f32]>,
-        cancel: CancellationToken,
-    ) -> EventStream<SttEvent> {
+    fn transcribe(&self, request: SttRequest, cancel: CancellationToken) -> EventStream<SttEvent> {
+        let audio_16k = request.audio;
         let (tx, rx) = event_channel();
         let inner = Arc::clone(&self.inner);
         let job_tx = tx.clone();

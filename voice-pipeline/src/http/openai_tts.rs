@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::{HttpProviderConfig, JobClock, spawn_job};
 use crate::provider::{
-    CancellationToken, EventStream, ProviderError, SpeechChunk, Tts, TtsEvent, event_channel,
+    CancellationToken, EventStream, ProviderError, SpeechChunk, Tts, TtsEvent, TtsRequest,
+    event_channel,
 };
 
 /// Sample rate of OpenAI's `pcm` format.
@@ -82,7 +83,8 @@ impl Tts for OpenAiTts {
         TTS_SAMPLE_RATE
     }
 
-    fn synthesize(&self, text: String, cancel: CancellationToken) -> EventStream<TtsEvent> {
+    fn synthesize(&self, request: TtsRequest, cancel: CancellationToken) -> EventStream<TtsEvent> {
+        let text = request.text;
         let (tx, rx) = event_channel();
         let inner = Arc::clone(&self.inner);
         let job_tx = tx.clone();

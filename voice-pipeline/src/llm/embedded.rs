@@ -83,6 +83,9 @@ pub enum LlmError {
     /// The model failed while running.
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
+    /// The caller asked to stop (checked between prefill chunks and decoding steps).
+    #[error("generation cancelled")]
+    Cancelled,
 }
 
 /// Sizes candle's process-wide CPU thread pool (the `CANDLE_NUM_THREADS` variable) for every
@@ -99,6 +102,9 @@ pub unsafe fn set_cpu_threads(threads: usize) {
 
 /// Tokens at the end of a growing message that [`EmbeddedLlm::read_ahead`] leaves unread.
 pub const READ_AHEAD_SLACK: usize = 2;
+/// Prompt tokens read in one model call before cancellation is checked again (~0.3 s of
+/// prefill on the target machine; larger chunks are barely faster).
+pub const PREFILL_CHUNK: usize = 24;
 
 /// The smallest context that holds a system prompt, a question and an answer.
 pub(super) const MIN_CONTEXT: usize = 64;
@@ -144,6 +150,32 @@ impl GenerationStats {
             return 0.0;
         }
         (self.generated_tokens - 1) as f64 / decode
+    }
+}
+
+/// An answer being decoded, with its own attention cache: [`EmbeddedLlm::step`] goes on with
+/// it, however many other prompts the model read in between.
+pub struct Generation {
+    /// The model state (weights shared, this answer's attention cache).
+    model: ModelWeights,
+    sampler: LogitsProcessor,
+    text: Utf8Stream,
+    generated: Vec<u32>,
+    /// Logits for the next token (`None` once over, or for a zero-token answer).
+    logits: Option<Tensor>,
+    /// Position of the next token.
+    pos: usize,
+    max_tokens: usize,
+    start: Instant,
+    stats: GenerationStats,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("pos", &self.pos)
+            .field("generated", &self.generated.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -402,9 +434,46 @@ impl EmbeddedLlm {
         max_tokens: usize,
         on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
     ) -> Result<GenerationStats, LlmError> {
+        self.generate_cancellable(messages, max_tokens, &|| false, on_token)
+    }
+
+    /// Like [`Self::generate`], stopping as soon as `cancelled` says so: it is asked between
+    /// prefill chunks of [`PREFILL_CHUNK`] tokens and before every decoding step, so a cancelled
+    /// answer frees the model within one step. Stopped before its first token, it returns
+    /// [`LlmError::Cancelled`]; later, the stats with [`StopReason::Cancelled`].
+    pub fn generate_cancellable(
+        &mut self,
+        messages: &[ChatMessage],
+        max_tokens: usize,
+        cancelled: &dyn Fn() -> bool,
+        on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<GenerationStats, LlmError> {
+        let mut generation = self.begin(messages, max_tokens, cancelled)?;
+        loop {
+            if let Some(stats) = self.step(&mut generation, usize::MAX, cancelled, on_token)? {
+                return Ok(stats);
+            }
+        }
+    }
+
+    /// Reads the prompt for `messages` (from the longest cached snapshot of its start) and
+    /// returns the answer ready to be decoded with [`Self::step`]. The answer carries its own
+    /// attention cache, so the model may serve other conversations between steps.
+    pub fn begin(
+        &mut self,
+        messages: &[ChatMessage],
+        max_tokens: usize,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Generation, LlmError> {
         let start = Instant::now();
         let prompt = self.fit_prompt(messages, max_tokens)?;
-        let mut stats = GenerationStats {
+        if prompt.dropped_messages > 0 {
+            tracing::debug!(
+                dropped = prompt.dropped_messages,
+                "conversation trimmed to fit the LLM context"
+            );
+        }
+        let stats = GenerationStats {
             prompt_tokens: prompt.ids.len(),
             generated_tokens: 0,
             dropped_messages: prompt.dropped_messages,
@@ -412,54 +481,96 @@ impl EmbeddedLlm {
             total: Duration::ZERO,
             stop: StopReason::MaxTokens,
         };
-        if max_tokens == 0 {
-            stats.total = start.elapsed();
-            return Ok(stats);
-        }
-        if prompt.dropped_messages > 0 {
-            tracing::debug!(
-                dropped = prompt.dropped_messages,
-                "conversation trimmed to fit the LLM context"
-            );
-        }
-
-        let mut sampler = LogitsProcessor::from_sampling(self.options.seed, self.sampling());
-        let mut text = Utf8Stream::default();
-        let mut generated: Vec<u32> = Vec::new();
-        let mut logits = self.prefill(&prompt)?;
-        let mut pos = prompt.ids.len();
-        stats.stop = loop {
-            let next = self.sample(&mut sampler, &logits, &generated)?;
-            stats
-                .time_to_first_token
-                .get_or_insert_with(|| start.elapsed());
-            if self.stop_ids.contains(&next) {
-                break StopReason::EndOfTurn;
-            }
-            generated.push(next);
-            let piece = text.push(self.bytes.bytes(next));
-            if !piece.is_empty() && on_token(&piece).is_break() {
-                break StopReason::Cancelled;
-            }
-            if generated.len() >= max_tokens {
-                break StopReason::MaxTokens;
-            }
-            if pos >= self.options.context_limit {
-                break StopReason::ContextFull;
-            }
-            logits = self.forward(&[next], pos)?;
-            pos += 1;
+        let sampler = LogitsProcessor::from_sampling(self.options.seed, self.sampling());
+        let logits = if max_tokens == 0 {
+            None
+        } else {
+            Some(self.prefill(&prompt, cancelled)?)
         };
-        if stats.stop != StopReason::Cancelled {
-            let rest = text.finish();
+        Ok(Generation {
+            model: self.model.clone(),
+            sampler,
+            text: Utf8Stream::default(),
+            generated: Vec::new(),
+            logits,
+            pos: prompt.ids.len(),
+            max_tokens,
+            start,
+            stats,
+        })
+    }
+
+    /// Decodes up to `max_steps` more tokens of `generation`, calling `on_token` with each new
+    /// piece of text. Returns the stats once the answer is over (end of turn, `max_tokens`,
+    /// full context, `on_token` breaking or `cancelled`), else `None`: call again to go on.
+    pub fn step(
+        &mut self,
+        generation: &mut Generation,
+        max_steps: usize,
+        cancelled: &dyn Fn() -> bool,
+        on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Option<GenerationStats>, LlmError> {
+        let Some(mut logits) = generation.logits.take() else {
+            generation.stats.total = generation.start.elapsed();
+            return Ok(Some(generation.stats.clone()));
+        };
+        std::mem::swap(&mut self.model, &mut generation.model);
+        let outcome = self.decode(generation, &mut logits, max_steps, cancelled, on_token);
+        std::mem::swap(&mut self.model, &mut generation.model);
+        let stop = outcome?;
+        let Some(stop) = stop else {
+            generation.logits = Some(logits);
+            return Ok(None);
+        };
+        generation.stats.stop = stop;
+        if stop != StopReason::Cancelled {
+            let rest = generation.text.finish();
             if !rest.is_empty() {
                 // Generation is over either way; a Break here changes nothing.
                 let _ = on_token(&rest);
             }
         }
-        stats.generated_tokens = generated.len();
-        stats.total = start.elapsed();
-        Ok(stats)
+        generation.stats.generated_tokens = generation.generated.len();
+        generation.stats.total = generation.start.elapsed();
+        Ok(Some(generation.stats.clone()))
+    }
+
+    /// The decoding loop of [`Self::step`], with `generation`'s cache in the model.
+    fn decode(
+        &mut self,
+        generation: &mut Generation,
+        logits: &mut Tensor,
+        max_steps: usize,
+        cancelled: &dyn Fn() -> bool,
+        on_token: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Option<StopReason>, LlmError> {
+        for _ in 0..max_steps {
+            if cancelled() {
+                return Ok(Some(StopReason::Cancelled));
+            }
+            let next = self.sample(&mut generation.sampler, logits, &generation.generated)?;
+            generation
+                .stats
+                .time_to_first_token
+                .get_or_insert_with(|| generation.start.elapsed());
+            if self.stop_ids.contains(&next) {
+                return Ok(Some(StopReason::EndOfTurn));
+            }
+            generation.generated.push(next);
+            let piece = generation.text.push(self.bytes.bytes(next));
+            if !piece.is_empty() && on_token(&piece).is_break() {
+                return Ok(Some(StopReason::Cancelled));
+            }
+            if generation.generated.len() >= generation.max_tokens {
+                return Ok(Some(StopReason::MaxTokens));
+            }
+            if generation.pos >= self.options.context_limit {
+                return Ok(Some(StopReason::ContextFull));
+            }
+            *logits = self.forward(&[next], generation.pos)?;
+            generation.pos += 1;
+        }
+        Ok(None)
     }
 
     /// Reads the start of a prompt that is likely to come into the prompt cache: `messages`
@@ -472,6 +583,16 @@ impl EmbeddedLlm {
         messages: &[ChatMessage],
         max_tokens: usize,
     ) -> Result<usize, LlmError> {
+        self.read_ahead_cancellable(messages, max_tokens, &|| false)
+    }
+
+    /// Like [`Self::read_ahead`], stopping between prefill chunks when `cancelled` says so.
+    pub fn read_ahead_cancellable(
+        &mut self,
+        messages: &[ChatMessage],
+        max_tokens: usize,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<usize, LlmError> {
         let mut prompt = self.fit_prompt(messages, max_tokens.max(1))?;
         // `<|im_end|>\n<|im_start|>assistant\n` after the last message, as `fit_prompt` adds it.
         let closing = 2 + self.newline.len() + self.encode_plain("assistant\n")?.len();
@@ -480,14 +601,18 @@ impl EmbeddedLlm {
             return Ok(0);
         }
         prompt.ids.truncate(keep);
-        self.prefill(&prompt)?;
+        self.prefill(&prompt, cancelled)?;
         self.prefixes.drop_shorter(&prompt.ids, prompt.pinned_len);
         Ok(keep)
     }
 
     /// Reads the prompt, starting from the longest cached snapshot of its beginning; snapshots
     /// the system message and the whole prompt for later calls. Returns the last logits.
-    fn prefill(&mut self, prompt: &Prompt) -> Result<Tensor, LlmError> {
+    fn prefill(
+        &mut self,
+        prompt: &Prompt,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Tensor, LlmError> {
         let ids = &prompt.ids;
         let mut pos = match self.prefixes.lookup(ids) {
             Some((len, model)) => {
@@ -498,13 +623,32 @@ impl EmbeddedLlm {
         };
         let pinned = prompt.pinned_len;
         if pos < pinned && pinned < ids.len() && !self.prefixes.contains(&ids[..pinned]) {
-            self.forward(&ids[pos..pinned], pos)?;
+            self.forward_chunked(&ids[pos..pinned], pos, cancelled)?;
             self.prefixes.insert(&ids[..pinned], &self.model);
             pos = pinned;
         }
-        let logits = self.forward(&ids[pos..], pos)?;
+        let logits = self.forward_chunked(&ids[pos..], pos, cancelled)?;
         self.prefixes.insert(ids, &self.model);
         Ok(logits)
+    }
+
+    /// [`Self::forward`] over `ids` in chunks of [`PREFILL_CHUNK`], asking `cancelled` before
+    /// each. A cancelled prefill leaves the model's cache part-filled, which is harmless: the
+    /// next prompt starts from a snapshot or from position 0.
+    fn forward_chunked(
+        &mut self,
+        ids: &[u32],
+        pos: usize,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Tensor, LlmError> {
+        let mut logits = None;
+        for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
+            if cancelled() {
+                return Err(LlmError::Cancelled);
+            }
+            logits = Some(self.forward(chunk, pos + i * PREFILL_CHUNK)?);
+        }
+        logits.ok_or(LlmError::EmptyConversation)
     }
 
     /// Runs the model on `ids` at position `pos` inside candle's CPU thread pool (its workers

@@ -67,6 +67,9 @@ pub enum MoonshineError {
         /// Length of the rejected audio.
         seconds: f32,
     },
+    /// The caller asked to stop (checked before the encoder and every decoder step).
+    #[error("transcription cancelled")]
+    Cancelled,
 }
 
 /// The embedded Moonshine base (English) recogniser. Not `Sync`: one transcription at a time.
@@ -136,6 +139,18 @@ impl MoonshineStt {
         pcm_16k_mono: &[f32],
         draft: Option<&str>,
     ) -> Result<String, MoonshineError> {
+        self.transcribe_cancellable(pcm_16k_mono, draft, &|| false)
+    }
+
+    /// Like [`Self::transcribe_with_draft`], stopping with [`MoonshineError::Cancelled`] as soon
+    /// as `cancelled` says so: it is asked before the encoder and before every decoder step, so
+    /// a cancelled transcription frees the model within one step.
+    pub fn transcribe_cancellable(
+        &mut self,
+        pcm_16k_mono: &[f32],
+        draft: Option<&str>,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<String, MoonshineError> {
         let draft_ids = match draft.map(str::trim).filter(|d| !d.is_empty()) {
             Some(text) => self
                 .tokenizer
@@ -147,7 +162,7 @@ impl MoonshineStt {
                 .collect(),
             None => Vec::new(),
         };
-        let tokens = self.generate(pcm_16k_mono, &draft_ids)?;
+        let tokens = self.generate(pcm_16k_mono, &draft_ids, cancelled)?;
         let ids: Vec<u32> = tokens
             .iter()
             .filter_map(|&t| u32::try_from(t).ok())
@@ -162,7 +177,12 @@ impl MoonshineStt {
     /// Greedy decoding: the generated token ids, without the start and end tokens. The first
     /// step reads the start token followed by `draft`, and keeps the longest run of draft tokens
     /// that greedy decoding agrees with.
-    fn generate(&mut self, pcm: &[f32], draft: &[i64]) -> Result<Vec<i64>, MoonshineError> {
+    fn generate(
+        &mut self,
+        pcm: &[f32],
+        draft: &[i64],
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<Vec<i64>, MoonshineError> {
         if pcm.len() < MIN_SAMPLES {
             return Ok(Vec::new());
         }
@@ -176,6 +196,9 @@ impl MoonshineStt {
         let budget = ((seconds * MAX_TOKENS_PER_SECOND).ceil() as usize).max(MIN_TOKEN_BUDGET);
         let draft = &draft[..draft.len().min(budget.saturating_sub(1))];
 
+        if cancelled() {
+            return Err(MoonshineError::Cancelled);
+        }
         let audio = TensorRef::from_array_view(([1usize, pcm.len()], pcm))?;
         let mut encoded = self.encoder.run(ort::inputs![ENCODER_INPUT => audio])?;
         let hidden = encoded.remove(ENCODER_OUTPUT).ok_or_else(|| {
@@ -200,6 +223,9 @@ impl MoonshineStt {
         let mut steps = 0;
         let mut accepted = 0;
         while tokens.len() < budget {
+            if cancelled() {
+                return Err(MoonshineError::Cancelled);
+            }
             let use_cache = steps > 0;
             steps += 1;
             let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =

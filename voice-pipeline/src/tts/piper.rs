@@ -173,6 +173,11 @@ impl PiperTts {
         phonemes_to_ids(&self.ids, phonemes)
     }
 
+    /// Speaks slower (`scale` above 1) or faster (below 1) than the voice's own pace.
+    pub fn set_length_scale(&mut self, scale: f32) {
+        self.scales[1] = scale.clamp(0.5, 2.0);
+    }
+
     /// Speaks `text` to mono 16-bit PCM at [`Self::sample_rate`]. Empty text gives no samples.
     pub fn synthesize(&mut self, text: &str) -> Result<Vec<i16>, PiperError> {
         let sentences = espeak::phonemize_sentences(text, &self.voice)?;

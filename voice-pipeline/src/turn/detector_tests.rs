@@ -76,7 +76,7 @@ impl Driver {
 #[test]
 fn a_complete_utterance_ends_at_the_first_poll_after_speech_end() {
     let mut model = Scripted::always(0.9);
-    let mut d = Driver::new(TurnConfig::default());
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
     assert!(d.feed_ms(1000, &mut model).is_empty());
     d.vad(VadEvent::SpeechStart { at_sample: 12_000 });
     assert!(d.feed_ms(2000, &mut model).is_empty());
@@ -96,9 +96,9 @@ fn a_complete_utterance_ends_at_the_first_poll_after_speech_end() {
 }
 
 #[test]
-fn an_incomplete_utterance_waits_for_max_silence_and_asks_once() {
-    let mut model = Scripted::always(0.2);
-    let mut d = Driver::new(TurnConfig::default());
+fn an_incomplete_utterance_waits_for_max_silence_asking_again_as_silence_grows() {
+    let mut model = Scripted::always(0.1);
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
     d.feed_ms(500, &mut model);
     d.vad(VadEvent::SpeechStart { at_sample: 4_000 });
     d.feed_ms(1000, &mut model);
@@ -110,13 +110,133 @@ fn an_incomplete_utterance_waits_for_max_silence_and_asks_once() {
     assert_eq!(turns[0].reason, TurnEndReason::SilenceTimeout);
     assert_eq!(turns[0].speech_end, ms(1200));
     assert_eq!(turns[0].decided_at, ms(2700));
-    assert_eq!(model.asked.len(), 1, "one verdict per pause");
+    // Asked at 0.3 s of silence, then every 200 ms while the silence lasts.
+    assert_eq!(model.asked.len(), 7, "one verdict per 200 ms of silence");
+    assert_eq!(turns[0].signals.asks, 7);
+    assert_eq!(turns[0].signals.probability, Some(0.1));
+}
+
+#[test]
+fn an_unsure_model_ends_the_turn_as_its_threshold_falls_with_the_silence() {
+    let mut model = Scripted::always(0.3);
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    let turns = d.feed_ms(1500, &mut model);
+    assert_eq!(turns.len(), 1);
+    assert_eq!(
+        turns[0].reason,
+        TurnEndReason::Complete { probability: 0.3 }
+    );
+    // 0.5 falls to 0.15 over 1.5 s: 0.3 is reached after 6/7 s of silence.
+    let silence = turns[0].decided_at - turns[0].speech_end;
+    assert!(
+        silence >= ms(857) && silence <= ms(880),
+        "decided after {silence:?} of silence"
+    );
+    assert!(turns[0].signals.threshold <= 0.3);
+}
+
+#[test]
+fn a_question_ends_an_unsure_turn_at_the_question_limit() {
+    let mut model = Scripted::always(0.05);
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.turns.on_transcript(ms(1000), TranscriptForm::Question);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    let turns = d.feed_ms(1500, &mut model);
+    assert_eq!(turns.len(), 1);
+    assert_eq!(turns[0].reason, TurnEndReason::TranscriptComplete);
+    assert_eq!(turns[0].decided_at - turns[0].speech_end, ms(500));
+    assert_eq!(turns[0].signals.form, TranscriptForm::Question);
+
+    // A model that leans "finished" is enough at once after a question.
+    let mut model = Scripted::always(0.3);
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.turns.on_transcript(ms(1000), TranscriptForm::Question);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    let turn = d.poll(&mut model).expect("ended at the first verdict");
+    assert_eq!(turn.reason, TurnEndReason::Complete { probability: 0.3 });
+}
+
+#[test]
+fn a_transcript_that_needs_more_words_holds_the_turn_to_the_silence_limit() {
+    // "My number is 555 …": the model leans "finished", the words say otherwise.
+    let mut model = Scripted::always(0.6);
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    d.turns.on_transcript(ms(1000), TranscriptForm::Incomplete);
+    assert!(d.feed_ms(1400, &mut model).is_empty(), "a 1.4 s pause");
+    d.vad(VadEvent::SpeechStart { at_sample: 38_400 });
+    d.feed_ms(600, &mut model);
+    d.vad(VadEvent::SpeechEnd { at_sample: 48_000 });
+    let turn = d.poll(&mut model).expect("the rest of the number ends it");
+    assert_eq!(turn.reason, TurnEndReason::Complete { probability: 0.6 });
+    assert_eq!(
+        turn.audio.len(),
+        48_000,
+        "one turn: both parts and the pause"
+    );
+
+    // Without more speech, it ends at the silence limit whatever the model says.
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.turns.on_transcript(ms(1000), TranscriptForm::Incomplete);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    let turns = d.feed_ms(2500, &mut model);
+    assert_eq!(turns[0].reason, TurnEndReason::SilenceTimeout);
+    assert_eq!(turns[0].decided_at - turns[0].speech_end, ms(1500));
+}
+
+#[test]
+fn a_transcript_of_another_pause_is_not_applied() {
+    let mut model = Scripted::always(0.05);
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.turns.on_transcript(ms(400), TranscriptForm::Question);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    let turns = d.feed_ms(1500, &mut model);
+    assert_eq!(turns[0].reason, TurnEndReason::SilenceTimeout);
+    assert_eq!(turns[0].signals.form, TranscriptForm::Unclear);
+}
+
+#[test]
+fn eagerness_presets_order_thresholds_and_limits() {
+    let [low, normal, high] =
+        [Eagerness::Low, Eagerness::Normal, Eagerness::High].map(TurnConfig::with_eagerness);
+    assert_eq!(normal, TurnConfig::default());
+    assert!(low.complete_threshold > normal.complete_threshold);
+    assert!(normal.complete_threshold > high.complete_threshold);
+    assert!(low.max_silence_ms > normal.max_silence_ms);
+    assert!(normal.max_silence_ms > high.max_silence_ms);
+    assert!(low.question_silence_ms > high.question_silence_ms);
+    let config: TurnConfig =
+        serde_json::from_str(r#"{ "eagerness": "high", "max_silence_ms": 1200 }"#).unwrap();
+    assert_eq!(
+        config,
+        TurnConfig {
+            max_silence_ms: 1200,
+            ..high
+        }
+    );
+    assert!(serde_json::from_str::<TurnConfig>(r#"{ "eagerness": "hasty" }"#).is_err());
+    assert!(serde_json::from_str::<TurnConfig>(r#"{ "max_silense_ms": 1 }"#).is_err());
 }
 
 #[test]
 fn speech_resuming_in_the_pause_continues_the_same_turn() {
-    let mut model = Scripted::new(&[Ok(0.1), Ok(0.8)]);
-    let mut d = Driver::new(TurnConfig::default());
+    // Four verdicts in the 700 ms pause (at 0.3, 0.5, 0.7 and 0.9 s of silence), then one
+    // at the second.
+    let mut model = Scripted::new(&[Ok(0.1), Ok(0.1), Ok(0.1), Ok(0.1), Ok(0.8)]);
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
     d.feed_ms(400, &mut model);
     d.vad(VadEvent::SpeechStart { at_sample: 3_200 });
     d.feed_ms(1000, &mut model);
@@ -127,7 +247,7 @@ fn speech_resuming_in_the_pause_continues_the_same_turn() {
     d.vad(VadEvent::SpeechEnd { at_sample: 44_800 });
     let turn = d.poll(&mut model).expect("complete at the second pause");
     assert_eq!(turn.reason, TurnEndReason::Complete { probability: 0.8 });
-    assert_eq!(model.asked.len(), 2);
+    assert_eq!(model.asked.len(), 5);
     assert_eq!(turn.audio.first(), Some(&0.0));
     assert_eq!(
         turn.audio.len() as u64,
@@ -216,7 +336,7 @@ fn unpolled_splits_are_bounded_and_drop_the_oldest() {
 #[test]
 fn model_errors_are_reported_and_fall_back_to_silence_timing() {
     let mut model = Scripted::new(&[Err(())]);
-    let mut d = Driver::new(TurnConfig::default());
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
     d.vad(VadEvent::SpeechStart { at_sample: 0 });
     d.feed_ms(1000, &mut model);
     d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
@@ -234,7 +354,7 @@ fn model_errors_are_reported_and_fall_back_to_silence_timing() {
 #[test]
 fn the_pre_roll_never_reaches_into_the_previous_turn() {
     let mut model = Scripted::always(0.9);
-    let mut d = Driver::new(TurnConfig::default());
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
     d.vad(VadEvent::SpeechStart { at_sample: 0 });
     d.feed_ms(1000, &mut model);
     d.vad(VadEvent::SpeechEnd { at_sample: 11_200 });
@@ -253,7 +373,7 @@ fn the_pre_roll_never_reaches_into_the_previous_turn() {
 #[test]
 fn clear_drops_the_turn_and_reset_restarts_the_stream() {
     let mut model = Scripted::always(0.9);
-    let mut d = Driver::new(TurnConfig::default());
+    let mut d = Driver::new(TurnConfig::default().without_transcripts());
     d.vad(VadEvent::SpeechStart { at_sample: 0 });
     d.feed_ms(1000, &mut model);
     d.turns.clear();
@@ -308,4 +428,49 @@ fn config_defaults_fill_missing_keys() {
     let round_trip: TurnConfig =
         serde_json::from_str(&serde_json::to_string(&TurnConfig::default()).unwrap()).unwrap();
     assert_eq!(round_trip, TurnConfig::default());
+}
+
+#[test]
+fn an_unsure_verdict_waits_for_the_pauses_transcript() {
+    // "My account number is …": the model leans "finished", the transcript is on its way.
+    let mut model = Scripted::always(0.7);
+    let mut d = Driver::new(TurnConfig::default());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    assert!(
+        d.feed_ms(200, &mut model).is_empty(),
+        "waiting for the words"
+    );
+    d.turns.on_transcript(ms(1000), TranscriptForm::Incomplete);
+    assert!(
+        d.feed_ms(1000, &mut model).is_empty(),
+        "the words need more"
+    );
+
+    // The words read complete: the verdict stands at once.
+    let mut d = Driver::new(TurnConfig::default());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    assert!(d.feed_ms(200, &mut model).is_empty());
+    d.turns.on_transcript(ms(1000), TranscriptForm::Statement);
+    let turn = d.poll(&mut model).expect("ended on the verdict");
+    assert_eq!(turn.reason, TurnEndReason::Complete { probability: 0.7 });
+
+    // No transcript at all: the verdict stands once the wait is over.
+    let mut d = Driver::new(TurnConfig::default());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut model);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    let turns = d.feed_ms(1000, &mut model);
+    assert_eq!(turns[0].decided_at - turns[0].speech_end, ms(600));
+
+    // A sure verdict does not wait.
+    let mut sure = Scripted::always(0.95);
+    let mut d = Driver::new(TurnConfig::default());
+    d.vad(VadEvent::SpeechStart { at_sample: 0 });
+    d.feed_ms(1000, &mut sure);
+    d.vad(VadEvent::SpeechEnd { at_sample: 16_000 });
+    assert!(d.poll(&mut sure).is_some());
 }

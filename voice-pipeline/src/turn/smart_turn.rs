@@ -63,7 +63,34 @@ impl SmartTurn {
 
     /// Probability that the utterance is a complete turn, judged on its last 8 s.
     pub fn predict(&mut self, audio_16k: &[f32]) -> Result<f32, TurnError> {
-        self.prepare(audio_16k)?;
+        let mut out = [0.0];
+        self.predict_batch(&[audio_16k], &mut out)?;
+        Ok(out[0])
+    }
+
+    /// [`SmartTurn::predict`] for several utterances in one model call: `out[i]` receives the
+    /// probability for `utterances[i]`. The feature buffer grows to the largest batch seen.
+    pub fn predict_batch(
+        &mut self,
+        utterances: &[&[f32]],
+        out: &mut [f32],
+    ) -> Result<(), TurnError> {
+        let n = utterances.len();
+        if n == 0 {
+            return Ok(());
+        }
+        if out.len() < n {
+            return Err(TurnError::Inference(format!(
+                "{n} utterances but room for {} probabilities",
+                out.len()
+            )));
+        }
+        if self.features.shape()[0] != n {
+            self.features = Array3::zeros((n, N_MELS, N_FRAMES));
+        }
+        for (i, audio) in utterances.iter().enumerate() {
+            self.prepare(audio, i)?;
+        }
         let fail = |e: ort::Error| TurnError::Inference(e.to_string());
         let outputs = self
             .session
@@ -72,25 +99,35 @@ impl SmartTurn {
             ])
             .map_err(fail)?;
         let (_, values) = outputs[0].try_extract_tensor::<f32>().map_err(fail)?;
-        let probability = *values
-            .first()
-            .ok_or_else(|| TurnError::Inference("empty output".into()))?;
-        if !probability.is_finite() {
+        if values.len() < n {
             return Err(TurnError::Inference(format!(
-                "probability is {probability}"
+                "{} outputs for {n} utterances",
+                values.len()
             )));
         }
-        Ok(probability.clamp(0.0, 1.0))
+        for (slot, &probability) in out.iter_mut().zip(&values[..n]) {
+            if !probability.is_finite() {
+                return Err(TurnError::Inference(format!(
+                    "probability is {probability}"
+                )));
+            }
+            *slot = probability.clamp(0.0, 1.0);
+        }
+        Ok(())
     }
 
     /// The model input for `audio_16k` (`[1, 80, 800]`), as [`SmartTurn::predict`] computes it.
     pub fn features(&mut self, audio_16k: &[f32]) -> Result<&Array3<f32>, TurnError> {
-        self.prepare(audio_16k)?;
+        if self.features.shape()[0] != 1 {
+            self.features = Array3::zeros((1, N_MELS, N_FRAMES));
+        }
+        self.prepare(audio_16k, 0)?;
         Ok(&self.features)
     }
 
-    /// Fills the window (last 8 s, zeros in front), normalises it and computes the features.
-    fn prepare(&mut self, audio_16k: &[f32]) -> Result<(), TurnError> {
+    /// Fills the window (last 8 s, zeros in front), normalises it and computes the features
+    /// into row `row` of the model input.
+    fn prepare(&mut self, audio_16k: &[f32], row: usize) -> Result<(), TurnError> {
         let tail = &audio_16k[audio_16k.len().saturating_sub(SMART_TURN_SAMPLES)..];
         let pad = SMART_TURN_SAMPLES - tail.len();
         self.window[..pad].fill(0.0);
@@ -100,13 +137,31 @@ impl SmartTurn {
             .features
             .as_slice_mut()
             .ok_or_else(|| TurnError::Features("feature buffer is not contiguous".into()))?;
-        self.frontend.compute(&self.window, out)
+        self.frontend.compute(
+            &self.window,
+            &mut out[row * N_MELS * N_FRAMES..][..N_MELS * N_FRAMES],
+        )
     }
 }
 
 impl TurnModel for SmartTurn {
     fn predict(&mut self, audio_16k: &[f32]) -> Result<f32, TurnError> {
         SmartTurn::predict(self, audio_16k)
+    }
+
+    fn predict_batch(&mut self, utterances: &[&[f32]], out: &mut Vec<Result<f32, TurnError>>) {
+        let mut probabilities = vec![0.0; utterances.len()];
+        match SmartTurn::predict_batch(self, utterances, &mut probabilities) {
+            Ok(()) => out.extend(probabilities.into_iter().map(Ok)),
+            Err(error) => {
+                let message = error.to_string();
+                out.extend(
+                    utterances
+                        .iter()
+                        .map(|_| Err(TurnError::Inference(message.clone()))),
+                );
+            }
+        }
     }
 }
 

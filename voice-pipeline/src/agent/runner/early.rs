@@ -1,51 +1,68 @@
 //! Work started before the end of the turn is decided:
-//! - interim transcripts while the person speaks, each one the next transcription's draft;
+//! - interim transcripts while the person speaks, each one the next transcription's draft
+//!   (opportunistic: the first work shed under load);
 //! - a speculative transcript of the speech so far at a pause;
-//! - a preemptive answer to that transcript, held back (no audio, nothing in the conversation)
-//!   until the turn really ends at that pause, and dropped if the person goes on.
+//! - a preemptive answer to that transcript, held back (no audio, nothing in the conversation,
+//!   no tool calls) until the turn really ends at that pause, and dropped if the person goes on.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Listening, Runner, STT_TAIL, spoken_words};
+use super::core::{Core, Effect, JobId, Listening, spoken_words};
 use crate::agent::{AgentEvent, AgentState};
+use crate::job::{Priority, SharedPriority};
 use crate::llm::ChatMessage;
-use crate::provider::{CancellationToken, EventStream, LlmRequest, SttEvent};
-use crate::turn::{TurnEnd, TurnEndReason};
+use crate::provider::{CancellationToken, LlmRequest, SttEvent, SttRequest};
+use crate::turn::{TranscriptForm, TurnEnd, TurnEndReason};
+
+/// Silence kept after the end of speech in the audio sent to STT. The turn's audio runs up to
+/// the end-of-turn decision; Moonshine returns nothing for a short question followed by 1.5 s of
+/// silence ("What is two plus two?" from espeak-ng), so the rest is cut.
+const STT_TAIL: Duration = Duration::from_millis(200);
+
+/// A speculation and a turn's end belong to the same pause if their times differ by less than
+/// a VAD chunk.
+const SAME_PAUSE_TOLERANCE: Duration = Duration::from_millis(20);
 
 /// A transcription of the speech so far, started at a pause.
 pub(super) struct Speculation {
     /// Media time the pause began.
     at: Duration,
     cancel: CancellationToken,
+    /// Speculative until the turn ends at this pause; then critical.
+    priority: SharedPriority,
     /// The audio, while an interim transcription is still running: its transcript is the better
     /// draft, and the recogniser would finish it first anyway.
     waiting: Option<Vec<f32>>,
-    pub(super) stream: Option<EventStream<SttEvent>>,
+    /// The transcription job, once started.
+    pub(super) job: Option<JobId>,
     /// What it heard, and when.
     heard: Option<(String, Instant)>,
 }
 
 /// An interim transcription in flight (one at a time).
 pub(super) struct Interim {
+    pub(super) job: JobId,
     pub(super) cancel: CancellationToken,
-    pub(super) stream: EventStream<SttEvent>,
 }
 
-impl Runner {
+impl Core {
     /// The person has spoken a while longer: transcribe what they said so far, unless the
     /// previous interim transcription is still running.
     pub(super) fn on_speech_so_far(&mut self, audio: Vec<f32>) {
         if !self.config.interim_transcripts || self.interim.is_some() {
             return;
         }
-        let cancel = CancellationToken::new();
-        let stream = self.providers.stt.transcribe_with_draft(
-            audio.into(),
-            self.draft.clone(),
-            cancel.clone(),
-        );
-        self.interim = Some(Interim { cancel, stream });
+        let (job, cancel) = (self.job(), CancellationToken::new());
+        let request = SttRequest::new(audio)
+            .with_draft(self.draft.clone())
+            .tagged(self.tag(self.turn.next(), Priority::Opportunistic));
+        self.push(Effect::Transcribe {
+            job,
+            request,
+            cancel: cancel.clone(),
+        });
+        self.interim = Some(Interim { job, cancel });
     }
 
     pub(super) fn on_interim(&mut self, event: Option<SttEvent>) {
@@ -54,11 +71,10 @@ impl Runner {
             Some(SttEvent::Final(text)) if spoken_words(&text) > 0 => {
                 self.draft = Some(Arc::from(text.as_str()));
                 self.read_ahead(&text);
-                self.emit(AgentEvent::UserPartial {
-                    turn: self.turn.next(),
-                    text,
-                });
+                let turn = self.turn.next();
+                self.emit(AgentEvent::UserPartial { turn, text });
             }
+            // Shed under load, or no words: only a head start is lost.
             Some(SttEvent::Final(_) | SttEvent::Error(_)) | None => {}
         }
         self.interim = None;
@@ -81,9 +97,13 @@ impl Runner {
         let request = LlmRequest {
             messages,
             max_tokens: self.config.max_tokens,
+            tag: self.tag(self.turn.next(), Priority::Opportunistic),
             ..LlmRequest::default()
         };
-        self.providers.llm.read_ahead(request, cancel.clone());
+        self.push(Effect::ReadAhead {
+            request,
+            cancel: cancel.clone(),
+        });
         self.read_ahead = Some(cancel);
     }
 
@@ -96,8 +116,9 @@ impl Runner {
         self.speculation = Some(Speculation {
             at,
             cancel: CancellationToken::new(),
+            priority: SharedPriority::new(Priority::Speculative),
             waiting: Some(audio),
-            stream: None,
+            job: None,
             heard: None,
         });
         if self.interim.is_none() {
@@ -106,22 +127,35 @@ impl Runner {
     }
 
     fn submit_waiting_speculation(&mut self) {
+        let job = self.job();
+        let turn = self.turn.next();
+        let draft = self.draft.clone();
         let Some(speculation) = self.speculation.as_mut() else {
             return;
         };
         let Some(audio) = speculation.waiting.take() else {
             return;
         };
-        speculation.stream = Some(self.providers.stt.transcribe_with_draft(
-            audio.into(),
-            self.draft.clone(),
-            speculation.cancel.clone(),
-        ));
+        speculation.job = Some(job);
+        let request =
+            SttRequest::new(audio)
+                .with_draft(draft)
+                .tagged(crate::job::JobTag::with_shared(
+                    self.session,
+                    turn,
+                    &speculation.priority,
+                ));
+        let cancel = speculation.cancel.clone();
+        self.push(Effect::Transcribe {
+            job,
+            request,
+            cancel,
+        });
     }
 
     /// The speculative transcript is in: report it, and start a held answer when the agent is
     /// otherwise idle.
-    pub(super) fn on_speculation(&mut self, event: Option<SttEvent>) {
+    pub(super) fn on_speculation(&mut self, event: Option<SttEvent>, now: Instant) {
         let text = match event {
             Some(SttEvent::Partial(_)) => return,
             Some(SttEvent::Final(text)) => text,
@@ -131,22 +165,33 @@ impl Runner {
         let Some(speculation) = self.speculation.as_mut() else {
             return;
         };
-        speculation.stream = None;
-        speculation.heard = Some((text.clone(), Instant::now()));
+        speculation.job = None;
+        speculation.heard = Some((text.clone(), now));
+        let at = speculation.at;
+        self.push(Effect::HintTurn {
+            at,
+            form: TranscriptForm::of(&text),
+        });
         if spoken_words(&text) == 0 {
             return;
         }
         self.draft = Some(Arc::from(text.as_str()));
+        let turn = self.turn.next();
         self.emit(AgentEvent::UserPartial {
-            turn: self.turn.next(),
+            turn,
             text: text.clone(),
         });
         if self.config.preemptive_answer && self.answer.is_none() {
-            let turn = self.turn.next();
             let record = self.new_record(turn, &text, None, Duration::ZERO);
-            let mut answer = self.start_answer(turn, record, Instant::now(), Some(&text));
-            answer.held = true;
-            self.answer = Some(answer);
+            self.start_answer(
+                turn,
+                record,
+                now,
+                &text,
+                Some(&text),
+                Priority::Speculative,
+                now,
+            );
         }
     }
 
@@ -162,19 +207,21 @@ impl Runner {
     }
 
     /// The turn is over; `arrived` is when the audio that decided it arrived, so the end of
-    /// speech is placed on the wall clock before any lag of the listening thread.
-    pub(super) fn on_turn_ended(&mut self, end: TurnEnd, arrived: Instant) {
+    /// speech is placed on the wall clock before any lag of the listening threads.
+    pub(super) fn on_turn_ended(&mut self, end: TurnEnd, arrived: Instant, now: Instant) {
         if let Some(previous) = self.listening.take() {
             previous.cancel.cancel();
         }
         let end_of_turn = end.decided_at.saturating_sub(end.speech_end);
         let speech_end = arrived.checked_sub(end_of_turn).unwrap_or(arrived);
-        self.decision_lag = arrived.elapsed();
-        // The speculation heard the same speech if the pause it started at is the turn's end.
-        let last_speech_end = self.last_speech_end;
-        let speculated = self
-            .speculation
-            .take_if(|s| end.reason != TurnEndReason::MaxDuration && Some(s.at) == last_speech_end);
+        self.decision_lag = now.saturating_duration_since(arrived);
+        self.turn_signals = end.signals;
+        // The speculation heard the same speech if the pause it started at is the turn's end
+        // (the detector may decide before the VAD confirms that end).
+        let speculated = self.speculation.take_if(|s| {
+            end.reason != TurnEndReason::MaxDuration
+                && s.at.abs_diff(end.speech_end) <= SAME_PAUSE_TOLERANCE
+        });
         if speculated.is_none() {
             self.drop_speculation();
         }
@@ -182,7 +229,8 @@ impl Runner {
             interim.cancel.cancel();
         }
         let draft = self.draft.take();
-        let (cancel, stream) = match speculated {
+        let turn = self.turn.next();
+        let (job, cancel) = match speculated {
             Some(mut speculation) => {
                 if let Some((text, heard_at)) = speculation.heard.take() {
                     return self.on_speculated_turn(
@@ -191,20 +239,29 @@ impl Runner {
                         end.reason,
                         speech_end,
                         end_of_turn,
+                        now,
                     );
                 }
-                let stream = match (speculation.stream.take(), speculation.waiting.take()) {
-                    (Some(stream), _) => stream,
-                    (None, audio) => self.providers.stt.transcribe_with_draft(
-                        audio.unwrap_or_default().into(),
-                        draft,
-                        speculation.cancel.clone(),
-                    ),
+                // Someone waits for it now.
+                speculation.priority.set(Priority::Critical);
+                let job = match (speculation.job, speculation.waiting.take()) {
+                    (Some(job), _) => job,
+                    (None, audio) => {
+                        let job = self.job();
+                        self.push(Effect::Transcribe {
+                            job,
+                            request: SttRequest::new(audio.unwrap_or_default())
+                                .with_draft(draft)
+                                .tagged(self.tag(turn, Priority::Critical)),
+                            cancel: speculation.cancel.clone(),
+                        });
+                        job
+                    }
                 };
-                (speculation.cancel, stream)
+                (job, speculation.cancel)
             }
             None => {
-                let cancel = CancellationToken::new();
+                let (job, cancel) = (self.job(), CancellationToken::new());
                 let mut audio = end.audio;
                 let trailing = end
                     .decided_at
@@ -212,16 +269,19 @@ impl Runner {
                     .saturating_sub(STT_TAIL);
                 let cut = (trailing.as_secs_f64() * f64::from(crate::ingest::MODEL_RATE)) as usize;
                 audio.truncate(audio.len().saturating_sub(cut));
-                let stream =
-                    self.providers
-                        .stt
-                        .transcribe_with_draft(audio.into(), draft, cancel.clone());
-                (cancel, stream)
+                self.push(Effect::Transcribe {
+                    job,
+                    request: SttRequest::new(audio)
+                        .with_draft(draft)
+                        .tagged(self.tag(turn, Priority::Critical)),
+                    cancel: cancel.clone(),
+                });
+                (job, cancel)
             }
         };
         self.listening = Some(Listening {
+            job,
             cancel,
-            stream,
             reason: end.reason,
             speech_end,
             end_of_turn,
@@ -239,30 +299,36 @@ impl Runner {
         reason: TurnEndReason,
         speech_end: Instant,
         end_of_turn: Duration,
+        now: Instant,
     ) {
         if !self.answer.as_ref().is_some_and(|a| a.held) {
-            if spoken_words(&text) > 0 {
-                self.on_user_text(text, Some(reason), speech_end, end_of_turn);
+            if self.acknowledges(&text) {
+                self.backchannel(text);
+            } else if spoken_words(&text) > 0 {
+                self.on_user_text(text, Some(reason), speech_end, end_of_turn, now);
             } else {
                 self.no_words();
             }
             return;
         }
-        let stt = self.providers.stt.name().to_string();
+        let (stt, decision_lag) = (self.providers.stt.clone(), self.decision_lag);
         let Some(answer) = self.answer.as_mut() else {
             return;
         };
-        answer.held = false;
         answer.speech_end = speech_end;
         let record = &mut answer.record;
         record.reason = Some(reason);
+        record.signals = Some(self.turn_signals);
         record.end_of_turn = end_of_turn;
-        record.decision_lag = self.decision_lag;
+        record.decision_lag = decision_lag;
         record.stt_final = Some(heard_at.saturating_duration_since(speech_end));
         record.providers.0 = stt;
-        let (turn, finished) = (answer.turn, answer.llm.is_none());
-        let reply = record.answer.trim().to_string();
+        let turn = answer.turn;
+        let reply = answer
+            .text_written()
+            .then(|| answer.record.answer.trim().to_string());
         self.turn = turn;
+        self.confirm_held_answer();
         self.emit(AgentEvent::UserTranscript {
             turn,
             text: text.clone(),
@@ -270,7 +336,7 @@ impl Runner {
         self.emit(AgentEvent::State(AgentState::Thinking));
         let mut conversation = self.conversation();
         conversation.push_user(turn, text);
-        if finished && !reply.is_empty() {
+        if let Some(reply) = reply.filter(|r| !r.is_empty()) {
             conversation.push_assistant(turn, reply);
         }
     }
