@@ -1,21 +1,32 @@
 //! A voice agent as an in-process participant of a room.
 //!
-//! The bridge task listens to one person's track (Opus packets tapped from the media driver →
-//! jitter buffer with loss concealment → decode → the agent's listening queue), sends the agent's
-//! speech back every 20 ms (agent frame → Opus → the driver, which forwards it like any
-//! participant's audio), and turns the agent's events into wire messages for the client.
+//! The bridge task listens to what the media driver delivers for it (one participant, the active
+//! speaker, or everyone: Opus packets → decode with loss concealment per source → mixed when
+//! several speak → the agent's listening queue), sends the agent's speech back every 20 ms (agent
+//! frame → Opus → the driver, which forwards it like any participant's audio, with its level for
+//! active-speaker selection), and turns the agent's events into wire messages. Each transcript of
+//! what people said is attributed to the participant whose voice dominated the turn; agents of one
+//! room share a [`Floor`], so two agents take turns instead of talking over each other.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dartmouth_media::opus_codec::MAX_PACKET_BYTES;
-use dartmouth_media::{MediaHandle, OpusDecoder, OpusEncoder, OutgoingFrame, PeerId, TapPacket};
+use dartmouth_media::{
+    MediaHandle, OpusDecoder, OpusEncoder, OutgoingFrame, PeerId, PeerStats, TapPacket, level_dbov,
+};
+use dartmouth_voice::admission::AdmissionState;
 use dartmouth_voice::agent::{AgentEvent, AgentSession, AgentState, TurnRecord};
 use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION};
+use dartmouth_voice::turn::TurnEndReason;
+use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::proto::{AgentOutput, AgentStateWire, ServerMessage, Speaker, TurnLatency};
+use crate::proto::{
+    AgentOutput, AgentStateWire, ServerMessage, Speaker, TurnDecision, TurnLatency,
+};
 
 /// Wire messages queued from an agent to its client connection.
 pub const AGENT_MESSAGE_CAPACITY: usize = 128;
@@ -42,9 +53,47 @@ pub trait AgentFactory: Send + Sync + 'static {
     /// The agent `room` gets when the client names none (`None`: no agent). Rooms may be
     /// configured with their own agent; `""` asks for the deployment-wide default.
     fn default_agent(&self, room: &str) -> Option<String>;
-    /// Starts a session of agent `name` (called on a blocking thread inside the runtime; may load
-    /// small per-session models). `output` says whether it speaks or only writes.
-    fn start(&self, name: &str, output: AgentOutput) -> Result<AgentSession, String>;
+    /// Starts a session of the agent `request` names (called on a blocking thread inside the
+    /// runtime), or says why not: [`AgentRefusal::Unavailable`] when the machine has no room
+    /// for one more (the client should retry later), [`AgentRefusal::Failed`] otherwise.
+    fn start(&self, request: &AgentRequest) -> Result<AgentSession, AgentRefusal>;
+    /// How many sessions the agents carry and how loaded their models are (`None`: not
+    /// limited by models, e.g. remote services only).
+    fn capacity(&self) -> Option<AdmissionState> {
+        None
+    }
+}
+
+/// Why an agent session was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentRefusal {
+    /// No room for one more session now (capacity, or the models are saturated).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The agent could not start.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a new agent session is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRequest {
+    /// The agent's name (one of [`AgentFactory::agents`]).
+    pub agent: String,
+    /// The room it joins.
+    pub room: String,
+    /// The identity of the participant it talks to.
+    pub identity: String,
+    /// Whether it speaks or only writes.
+    pub output: AgentOutput,
+    /// Sample rate of the agent's speech (48 kHz for WebRTC's Opus; 8 or 16 kHz on a SIP leg,
+    /// which then needs no resampling on the way out).
+    pub output_rate: u32,
+    /// The far end plays the agent's voice back into its microphone (a phone line's echo):
+    /// barge-in then waits for the VAD to confirm speech instead of holding the agent's audio
+    /// at the first speech-like sound, which echo residue would chop.
+    pub echo_path: bool,
 }
 
 /// A factory with no agents: rooms and forwarding work, agent requests are refused with the
@@ -60,10 +109,58 @@ impl AgentFactory for NoAgents {
         None
     }
 
-    fn start(&self, name: &str, _output: AgentOutput) -> Result<AgentSession, String> {
-        Err(format!(
-            "no agent named {name:?}: the models are missing (run `dartmouth models fetch`)"
-        ))
+    fn start(&self, request: &AgentRequest) -> Result<AgentSession, AgentRefusal> {
+        Err(AgentRefusal::Failed(format!(
+            "no agent named {:?}: the models are missing (run `dartmouth models fetch`)",
+            request.agent
+        )))
+    }
+}
+
+/// Who may speak in a room: one agent at a time. An agent holds the floor while it sends speech
+/// and for [`FLOOR_RELEASE`] after its last frame; the others hold their answers back meanwhile.
+#[derive(Debug, Default)]
+pub struct Floor {
+    holder: Mutex<Option<(PeerId, Instant)>>,
+}
+
+/// How long after an agent's last frame of speech another agent may start.
+pub const FLOOR_RELEASE: Duration = Duration::from_millis(400);
+
+impl Floor {
+    /// Whether `agent` may send a frame of speech at `now` (taking or keeping the floor).
+    pub fn try_speak(&self, agent: PeerId, now: Instant) -> bool {
+        let mut holder = self.holder.lock().unwrap_or_else(|p| p.into_inner());
+        match *holder {
+            Some((other, last)) if other != agent && now.duration_since(last) < FLOOR_RELEASE => {
+                false
+            }
+            _ => {
+                *holder = Some((agent, now));
+                true
+            }
+        }
+    }
+}
+
+/// Names the participants of a room for transcripts (peer → identity).
+pub type Names = Arc<dyn Fn(PeerId) -> Option<String> + Send + Sync>;
+
+/// Where a bridge sits: its room's floor and how to name the people it hears.
+#[derive(Clone)]
+pub struct RoomSeat {
+    /// Shared by the agents of the room.
+    pub floor: Arc<Floor>,
+    /// Identity of a participant.
+    pub names: Names,
+}
+
+impl Default for RoomSeat {
+    fn default() -> Self {
+        Self {
+            floor: Arc::default(),
+            names: Arc::new(|_| None),
+        }
     }
 }
 
@@ -78,14 +175,16 @@ pub struct AgentBridge {
 }
 
 impl AgentBridge {
-    /// Starts the bridge: `session` listens to `person` (already tapped into `taps`) and speaks
-    /// as `speaker` in the room; wire messages go to `messages`.
+    /// Starts the bridge: `session` hears what arrives on `taps` (see
+    /// [`MediaHandle::listen`]) and speaks as `speaker` in the room; wire messages go to
+    /// `messages`.
     pub fn start(
         media: MediaHandle,
         speaker: PeerId,
         session: AgentSession,
         taps: mpsc::Receiver<TapPacket>,
         messages: mpsc::Sender<ServerMessage>,
+        seat: RoomSeat,
     ) -> Self {
         let (text_tx, text_rx) = mpsc::channel(AGENT_TEXT_CAPACITY);
         let (stop, stopped) = watch::channel(false);
@@ -98,6 +197,8 @@ impl AgentBridge {
             answer: String::new(),
             seq: 0,
             state: None,
+            seat,
+            heard_from: HashMap::new(),
         };
         let task = tokio::spawn(bridge.run(session, taps, text_rx, stopped));
         Self {
@@ -123,6 +224,9 @@ struct Bridge {
     answer: String,
     seq: u16,
     state: Option<AgentState>,
+    seat: RoomSeat,
+    /// Voiced energy per source since the last final transcript (who spoke this turn).
+    heard_from: HashMap<PeerId, f64>,
 }
 
 impl Bridge {
@@ -133,18 +237,14 @@ impl Bridge {
         mut text: mpsc::Receiver<String>,
         mut stopped: watch::Receiver<bool>,
     ) {
-        let (decoder, mut encoder) =
-            match (OpusDecoder::new(RTP_RATE, 1), OpusEncoder::new(RTP_RATE, 1)) {
-                (Ok(d), Ok(e)) => (d, e),
-                _ => {
-                    self.send(ServerMessage::error(
-                        crate::proto::ErrorCode::Media,
-                        "cannot create the Opus codec",
-                    ));
-                    return;
-                }
-            };
-        let mut ears = Ears::new(decoder, self.muted.clone());
+        let Ok(mut encoder) = OpusEncoder::new(RTP_RATE, 1) else {
+            self.send(ServerMessage::error(
+                crate::proto::ErrorCode::Media,
+                "cannot create the Opus codec",
+            ));
+            return;
+        };
+        let mut ears = Ears::new(self.muted.clone());
         let mut packet = [0u8; MAX_PACKET_BYTES];
         let mut ticks: u32 = 0;
         let mut ticker = tokio::time::interval(FRAME_DURATION);
@@ -154,7 +254,7 @@ impl Bridge {
                 _ = stopped.changed() => break,
                 packet_in = taps.recv() => {
                     let Some(p) = packet_in else { break };
-                    ears.hear(&session, &p);
+                    ears.hear(&session, &p, &mut self.heard_from);
                 }
                 typed = text.recv() => {
                     if let Some(typed) = typed {
@@ -166,16 +266,29 @@ impl Bridge {
                     self.on_event(event);
                 }
                 _ = ticker.tick() => {
-                    // Keep the listener's clock running through gaps in the person's audio.
+                    // Mix what several sources said; keep the listener's clock running
+                    // through gaps in the people's audio.
                     ears.tick(&session);
-                    // Speak: the agent's next frame, if it is talking.
+                    if ticks.is_multiple_of(LISTENER_LAG_REFRESH_TICKS) {
+                        session.set_listener_lag(listener_lag(
+                            self.media.peer_stats(self.speaker).as_ref(),
+                        ));
+                    }
+                    // Speak: the agent's next frame, if it is talking and has the floor.
                     let rtp_time = ticks.wrapping_mul(FRAME_SAMPLES as u32);
                     ticks = ticks.wrapping_add(1);
+                    if session.is_speaking()
+                        && !self.seat.floor.try_speak(self.speaker, Instant::now())
+                    {
+                        continue;
+                    }
                     if let Some(frame) = session.pull_frame(ears.media_time)
                         && let Ok(n) = encoder.encode(frame.samples(), &mut packet)
                     {
                         self.seq = self.seq.wrapping_add(1);
-                        self.media.write_audio(self.speaker, OutgoingFrame::new(self.seq, rtp_time, &packet[..n]));
+                        let level = level_dbov(frame.samples());
+                        let out = OutgoingFrame::new(self.seq, rtp_time, &packet[..n]).with_level(level);
+                        self.media.write_audio(self.speaker, out);
                     }
                 }
             }
@@ -197,18 +310,27 @@ impl Bridge {
                     state: wire_state(state),
                 });
             }
-            AgentEvent::UserTranscript { turn, text } => self.send(ServerMessage::Transcript {
-                speaker: Speaker::User,
-                text,
-                is_final: true,
-                turn: turn.0,
-            }),
-            AgentEvent::UserPartial { turn, text } => self.send(ServerMessage::Transcript {
-                speaker: Speaker::User,
-                text,
-                is_final: false,
-                turn: turn.0,
-            }),
+            AgentEvent::UserTranscript { turn, text } => {
+                let participant = self.speaker_of_turn();
+                self.heard_from.clear();
+                self.send(ServerMessage::Transcript {
+                    speaker: Speaker::User,
+                    text,
+                    is_final: true,
+                    turn: turn.0,
+                    participant,
+                })
+            }
+            AgentEvent::UserPartial { turn, text } => {
+                let participant = self.speaker_of_turn();
+                self.send(ServerMessage::Transcript {
+                    speaker: Speaker::User,
+                    text,
+                    is_final: false,
+                    turn: turn.0,
+                    participant,
+                })
+            }
             AgentEvent::AgentSpeech { turn, text } => {
                 if !self.answer.is_empty() {
                     self.answer.push(' ');
@@ -219,6 +341,7 @@ impl Bridge {
                     text: self.answer.clone(),
                     is_final: false,
                     turn: turn.0,
+                    participant: None,
                 });
             }
             AgentEvent::Interrupted { turn, heard } => {
@@ -226,6 +349,9 @@ impl Bridge {
                     turn: turn.0,
                     heard,
                 });
+            }
+            AgentEvent::Backchannel { turn, text } => {
+                self.send(ServerMessage::Backchannel { turn: turn.0, text });
             }
             AgentEvent::Resumed { .. } => {
                 self.state = Some(AgentState::Speaking);
@@ -239,6 +365,7 @@ impl Bridge {
                     text: record.answer.trim().to_string(),
                     is_final: true,
                     turn: record.turn.0,
+                    participant: None,
                 });
                 let latency = latency_of(&record);
                 self.send(ServerMessage::Latency {
@@ -256,66 +383,155 @@ impl Bridge {
                 crate::proto::ErrorCode::Media,
                 format!("agent: {message}"),
             )),
+            AgentEvent::TurnFailed { stage, reason, .. } => self.send(ServerMessage::error(
+                crate::proto::ErrorCode::AgentFailed,
+                format!("the agent could not answer ({stage}): {reason}; please say it again"),
+            )),
         }
     }
 
     fn send(&self, message: ServerMessage) {
         let _ = self.messages.try_send(message);
     }
+
+    /// The identity of the participant heard most this turn.
+    fn speaker_of_turn(&self) -> Option<String> {
+        let (peer, _) = self.heard_from.iter().max_by(|a, b| a.1.total_cmp(b.1))?;
+        (self.seat.names)(*peer)
+    }
 }
 
-/// Frames concealed at most for one gap in the person's packets.
+/// Frames concealed at most for one gap in a source's packets.
 const MAX_CONCEALED_FRAMES: u16 = 5;
 /// Without packets for this long, the listener hears silence (a muted or DTX-silent sender).
 const SILENCE_AFTER: Duration = Duration::from_millis(60);
+/// Most sources decoded at once (an "everyone" listener in a big room hears the first ones).
+const MAX_SOURCES: usize = 8;
+/// Decoded frames held per source for the mix (beyond: the oldest is dropped).
+const MIX_DEPTH: usize = 4;
 
-/// The agent's ears. Packets are decoded as they arrive, in order (gaps concealed, late ones
-/// dropped), instead of through a playout jitter buffer: the listener is a model, not a person,
-/// so smoothing playout would only delay its decisions. Silence is fed when packets stop, so
-/// voice activity and end-of-turn timing keep going.
-struct Ears {
+/// One source's decoder and the frames waiting for the mix.
+struct Voice {
+    source: PeerId,
     decoder: OpusDecoder,
-    muted: Arc<AtomicBool>,
     expected: Option<u16>,
+    last_heard: Instant,
+    frames: std::collections::VecDeque<[i16; FRAME_SAMPLES]>,
+}
+
+/// The agent's ears. With one source, packets are decoded and fed as they arrive, in order (gaps
+/// concealed, late ones dropped), instead of through a playout jitter buffer: the listener is a
+/// model, not a person, so smoothing playout would only delay its decisions. With several sources
+/// (listening to everyone), each is decoded on its own and the frames are mixed every 20 ms.
+/// Silence is fed when packets stop, so voice activity and end-of-turn timing keep going.
+struct Ears {
+    muted: Arc<AtomicBool>,
+    voices: Vec<Voice>,
     last_audio: Instant,
     media_time: Duration,
     pcm: [i16; FRAME_SAMPLES],
+    mix: [i32; FRAME_SAMPLES],
 }
 
 impl Ears {
-    fn new(decoder: OpusDecoder, muted: Arc<AtomicBool>) -> Self {
+    fn new(muted: Arc<AtomicBool>) -> Self {
         Self {
-            decoder,
             muted,
-            expected: None,
+            voices: Vec::new(),
             last_audio: Instant::now(),
             media_time: Duration::ZERO,
             pcm: [0; FRAME_SAMPLES],
+            mix: [0; FRAME_SAMPLES],
         }
     }
 
-    /// One packet of the person's audio.
-    fn hear(&mut self, session: &AgentSession, packet: &TapPacket) {
-        if let Some(expected) = self.expected {
+    /// One packet of a source's audio; `heard_from` adds up who was heard.
+    fn hear(
+        &mut self,
+        session: &AgentSession,
+        packet: &TapPacket,
+        heard_from: &mut HashMap<PeerId, f64>,
+    ) {
+        let now = Instant::now();
+        let index = match self.voices.iter().position(|v| v.source == packet.source) {
+            Some(i) => i,
+            None => {
+                self.voices
+                    .retain(|v| now.duration_since(v.last_heard) < Duration::from_secs(2));
+                if self.voices.len() >= MAX_SOURCES {
+                    return;
+                }
+                let Ok(decoder) = OpusDecoder::new(RTP_RATE, 1) else {
+                    return;
+                };
+                self.voices.push(Voice {
+                    source: packet.source,
+                    decoder,
+                    expected: None,
+                    last_heard: now,
+                    frames: Default::default(),
+                });
+                self.voices.len() - 1
+            }
+        };
+        let voice = &mut self.voices[index];
+        voice.last_heard = now;
+        if let Some(expected) = voice.expected {
             let ahead = packet.seq.wrapping_sub(expected);
             if ahead > u16::MAX / 2 {
                 return; // late or duplicate
             }
             for _ in 0..ahead.min(MAX_CONCEALED_FRAMES) {
-                if self.decoder.conceal(&mut self.pcm).is_ok() {
-                    self.push(session, true);
+                if voice.decoder.conceal(&mut self.pcm).is_ok() {
+                    push_frame(&mut voice.frames, &self.pcm);
                 }
             }
         }
-        self.expected = Some(packet.seq.wrapping_add(1));
-        let decoded = self.decoder.decode(&packet.payload, &mut self.pcm);
-        self.push(session, matches!(decoded, Ok(FRAME_SAMPLES)));
-        self.last_audio = Instant::now();
+        voice.expected = Some(packet.seq.wrapping_add(1));
+        if matches!(
+            voice.decoder.decode(&packet.payload, &mut self.pcm),
+            Ok(FRAME_SAMPLES)
+        ) {
+            if packet.level < 60 {
+                let energy = 10f64.powf(-f64::from(packet.level) / 10.0);
+                *heard_from.entry(packet.source).or_default() += energy;
+            }
+            push_frame(&mut voice.frames, &self.pcm);
+        }
+        // One voice: feed at once. Several: the 20 ms tick mixes them.
+        let active = self
+            .voices
+            .iter()
+            .filter(|v| now.duration_since(v.last_heard) < SILENCE_AFTER)
+            .count();
+        if active <= 1 {
+            while let Some(frame) = self.voices[index].frames.pop_front() {
+                self.pcm = frame;
+                self.push(session, true);
+            }
+            self.last_audio = now;
+        }
     }
 
-    /// Called every 20 ms: silence when the person's packets have stopped.
+    /// Called every 20 ms: one mixed frame when several sources speak, silence when every
+    /// source's packets have stopped.
     fn tick(&mut self, session: &AgentSession) {
-        if self.last_audio.elapsed() >= SILENCE_AFTER {
+        let now = Instant::now();
+        if self.voices.iter().any(|v| !v.frames.is_empty()) {
+            self.mix = [0; FRAME_SAMPLES];
+            for voice in &mut self.voices {
+                if let Some(frame) = voice.frames.pop_front() {
+                    for (m, s) in self.mix.iter_mut().zip(frame) {
+                        *m += i32::from(s);
+                    }
+                }
+            }
+            for (p, m) in self.pcm.iter_mut().zip(self.mix) {
+                *p = m.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
+            }
+            self.push(session, true);
+            self.last_audio = now;
+        } else if now.duration_since(self.last_audio) >= SILENCE_AFTER {
             self.push(session, false);
             self.last_audio += FRAME_DURATION;
         }
@@ -333,6 +549,45 @@ impl Ears {
     }
 }
 
+/// Queues a decoded frame for the mix, dropping the oldest beyond [`MIX_DEPTH`].
+fn push_frame(
+    frames: &mut std::collections::VecDeque<[i16; FRAME_SAMPLES]>,
+    pcm: &[i16; FRAME_SAMPLES],
+) {
+    if frames.len() >= MIX_DEPTH {
+        frames.pop_front();
+    }
+    frames.push_back(*pcm);
+}
+
+/// Frames between two updates of the listener's lag from the peer's RTCP (one second).
+const LISTENER_LAG_REFRESH_TICKS: u32 = 50;
+/// A browser's jitter buffer when the peer reports no jitter: WebRTC's playout delay on a
+/// clean link is a few frames.
+const DEFAULT_JITTER_BUFFER: Duration = Duration::from_millis(40);
+/// The jitter buffer a receiver keeps, in multiples of the interarrival jitter it reports
+/// (libwebrtc's NetEq targets about this much), within these bounds.
+const JITTER_BUFFER_PER_JITTER: u32 = 3;
+const MIN_JITTER_BUFFER: Duration = Duration::from_millis(20);
+const MAX_JITTER_BUFFER: Duration = Duration::from_millis(250);
+
+/// How much of the agent's played audio is still on its way to the listener's ear: half the
+/// round trip (the network) plus the listener's jitter buffer, from the RTCP the peer sends;
+/// without reports, the default buffer of a clean link. A barge-in counts that audio unheard.
+fn listener_lag(stats: Option<&PeerStats>) -> Duration {
+    let one_way = stats
+        .and_then(|s| s.rtt)
+        .map(|rtt| rtt / 2)
+        .unwrap_or_default();
+    let buffer = stats
+        .and_then(|s| s.jitter)
+        .map(|jitter| {
+            (jitter * JITTER_BUFFER_PER_JITTER).clamp(MIN_JITTER_BUFFER, MAX_JITTER_BUFFER)
+        })
+        .unwrap_or(DEFAULT_JITTER_BUFFER);
+    one_way + buffer
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
 }
@@ -344,6 +599,33 @@ fn latency_of(record: &TurnRecord) -> TurnLatency {
         llm_first_token_ms: record.llm_first_token.map(ms),
         tts_first_audio_ms: record.tts_first_audio.map(ms),
         first_packet_out_ms: record.first_frame_out.map(ms),
+        decision: record
+            .reason
+            .zip(record.signals)
+            .map(|(reason, signals)| TurnDecision {
+                reason: match reason {
+                    TurnEndReason::Complete { .. } => "model",
+                    TurnEndReason::TranscriptComplete => "transcript",
+                    TurnEndReason::SilenceTimeout => "silence",
+                    TurnEndReason::MaxDuration => "max_duration",
+                }
+                .to_string(),
+                probability: signals
+                    .probability
+                    .map(|p| (f64::from(p) * 1000.0).round() / 1000.0),
+                asks: signals.asks,
+                threshold: (f64::from(signals.threshold) * 1000.0).round() / 1000.0,
+                transcript_form: serde_name(&signals.form),
+                eagerness: serde_name(&signals.eagerness),
+            }),
+    }
+}
+
+/// The name serde gives a unit variant (`"question"`, `"normal"`).
+fn serde_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
     }
 }
 
@@ -358,3 +640,35 @@ fn wire_state(state: AgentState) -> AgentStateWire {
 
 /// Shared pointer to a factory.
 pub type SharedAgentFactory = Arc<dyn AgentFactory>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listener_lag_is_half_the_round_trip_plus_the_jitter_buffer() {
+        let ms = Duration::from_millis;
+        assert_eq!(listener_lag(None), DEFAULT_JITTER_BUFFER, "no reports yet");
+        let stats = PeerStats {
+            rtt: Some(ms(120)),
+            jitter: Some(ms(15)),
+            ..PeerStats::default()
+        };
+        assert_eq!(listener_lag(Some(&stats)), ms(60 + 45));
+        let bad_link = PeerStats {
+            rtt: Some(ms(400)),
+            jitter: Some(ms(300)),
+            ..PeerStats::default()
+        };
+        assert_eq!(listener_lag(Some(&bad_link)), ms(200) + MAX_JITTER_BUFFER);
+        let clean = PeerStats {
+            rtt: Some(ms(1)),
+            jitter: Some(Duration::ZERO),
+            ..PeerStats::default()
+        };
+        assert_eq!(
+            listener_lag(Some(&clean)),
+            Duration::from_micros(500) + MIN_JITTER_BUFFER
+        );
+    }
+}

@@ -14,11 +14,16 @@
 
 pub mod agent;
 pub mod gateway;
+pub mod limits;
 pub mod proto;
+pub mod recording;
+pub mod rooms;
+mod rooms_api;
+pub mod sip;
 pub mod token;
 mod whip;
 mod ws;
 
-pub use agent::{AgentFactory, AgentInfo};
-pub use gateway::{Gateway, routes};
+pub use agent::{AgentFactory, AgentInfo, AgentRefusal, AgentRequest, Floor};
+pub use gateway::{Gateway, RoomEvents, routes};
 pub use token::{Grants, TokenKeys};

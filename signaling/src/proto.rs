@@ -32,6 +32,22 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// Longest typed message to an agent, in characters.
 pub const MAX_TEXT_CHARS: usize = 2_000;
 
+/// Largest participant metadata, in bytes.
+pub const MAX_METADATA_BYTES: usize = 4 * 1024;
+
+/// Whom an agent listens to in a room with several people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentListen {
+    /// The participant who brought it.
+    #[default]
+    Me,
+    /// Whoever speaks loudest (the room's active speaker).
+    ActiveSpeaker,
+    /// Everyone, mixed; each transcript names who spoke.
+    Everyone,
+}
+
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -51,6 +67,12 @@ pub enum ClientMessage {
         /// How the agent answers: spoken audio (default) or text only (client-side TTS).
         #[serde(default)]
         output: AgentOutput,
+        /// Whom the agent listens to (default: the joining participant).
+        #[serde(default)]
+        listen: AgentListen,
+        /// The participant's metadata, shown to the others (at most [`MAX_METADATA_BYTES`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metadata: Option<String>,
     },
     /// The client's answer to a [`ServerMessage::Offer`] (renegotiation).
     Answer {
@@ -62,7 +84,8 @@ pub enum ClientMessage {
         /// The `candidate:` attribute value as the browser gives it (empty = end of candidates).
         candidate: String,
     },
-    /// The client's microphone was muted or unmuted (the agent stops listening while muted).
+    /// The client's microphone was muted or unmuted: nobody (agent included) hears it while
+    /// muted.
     Mute {
         /// Muted or not.
         muted: bool,
@@ -71,6 +94,21 @@ pub enum ClientMessage {
     Text {
         /// What the person typed (at most [`MAX_TEXT_CHARS`]).
         text: String,
+    },
+    /// Hear `participant` again (every participant is heard by default).
+    Subscribe {
+        /// Their identity.
+        participant: String,
+    },
+    /// Stop hearing `participant`.
+    Unsubscribe {
+        /// Their identity.
+        participant: String,
+    },
+    /// Replace this participant's metadata (the others get [`ServerMessage::ParticipantMetadata`]).
+    Metadata {
+        /// Free text, e.g. JSON (at most [`MAX_METADATA_BYTES`]).
+        metadata: String,
     },
     /// Leave the room; the gateway answers with [`ServerMessage::Bye`] and closes.
     Leave,
@@ -130,6 +168,29 @@ pub struct TurnLatency {
     /// First agent audio packet sent to the client.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub first_packet_out_ms: Option<f64>,
+    /// What ended the turn, and the signals it rested on (spoken turns only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decision: Option<TurnDecision>,
+}
+
+/// Why the end-of-turn detector ended a turn.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TurnDecision {
+    /// `model` (Smart Turn was sure enough), `transcript` (the words read complete and the
+    /// silence reached their limit), `silence` (the silence limit) or `max_duration`.
+    pub reason: String,
+    /// Smart Turn's latest probability that the turn was complete.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub probability: Option<f64>,
+    /// Times Smart Turn was asked about the final pause.
+    pub asks: u32,
+    /// The threshold in force at the decision.
+    pub threshold: f64,
+    /// What the speculative transcript read like: `question`, `statement`, `incomplete`,
+    /// `unclear`.
+    pub transcript_form: String,
+    /// The agent's eagerness: `low`, `normal`, `high`.
+    pub eagerness: String,
 }
 
 /// What the gateway sends.
@@ -167,6 +228,9 @@ pub enum ServerMessage {
         is_final: bool,
         /// The turn.
         turn: u64,
+        /// For people's words in a room: the identity of who spoke them.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        participant: Option<String>,
     },
     /// The agent's state changed.
     AgentState {
@@ -179,6 +243,13 @@ pub enum ServerMessage {
         turn: u64,
         /// The answer as heard.
         heard: String,
+    },
+    /// The person acknowledged over the agent ("uh-huh", "right"); it kept talking.
+    Backchannel {
+        /// The turn whose answer went on.
+        turn: u64,
+        /// What they said.
+        text: String,
     },
     /// A turn finished; its latencies.
     Latency {
@@ -194,6 +265,28 @@ pub enum ServerMessage {
     ParticipantJoined {
         /// Their identity.
         identity: String,
+        /// Their metadata.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        metadata: Option<String>,
+    },
+    /// A participant changed their metadata.
+    ParticipantMetadata {
+        /// Their identity.
+        identity: String,
+        /// The new metadata.
+        metadata: String,
+    },
+    /// A participant was muted or unmuted (by themselves or by the room's administrator).
+    ParticipantMuted {
+        /// Their identity.
+        identity: String,
+        /// Muted or not.
+        muted: bool,
+    },
+    /// Who is speaking now, loudest first (agents by their identity `agent:NAME`).
+    ActiveSpeakers {
+        /// Identities.
+        speakers: Vec<String>,
     },
     /// A participant left the room.
     ParticipantLeft {
@@ -207,6 +300,24 @@ pub enum ServerMessage {
         code: ErrorCode,
         /// What went wrong, for people.
         message: String,
+    },
+    /// A phone caller in the room pressed keys (DTMF).
+    Dtmf {
+        /// The caller's identity (`sip:<number>`).
+        identity: String,
+        /// The digits, in order.
+        digits: String,
+    },
+    /// Progress of an outbound phone call placed into the room (`POST /api/sip/calls`).
+    SipCall {
+        /// The call's id.
+        call_id: String,
+        /// `ringing`, `answered`, `busy`, `no_answer`, `failed`, `ended`, `machine`, `human`,
+        /// `transfer`.
+        state: String,
+        /// The SIP status that caused it, when there is one.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        status: Option<u16>,
     },
     /// Answer to [`ClientMessage::Ping`].
     Pong,
@@ -237,8 +348,16 @@ pub enum ErrorCode {
     UnknownAgent,
     /// The gateway is at capacity.
     Unavailable,
+    /// The room is full, closed or over its time limit.
+    RoomFull,
+    /// No such participant in the room.
+    UnknownParticipant,
     /// Media failed (ICE/DTLS timeout, peer lost).
     Media,
+    /// The client's address is over a per-minute quota (see `limits`).
+    RateLimited,
+    /// The agent could not answer a turn (a model failed or was saturated); the session goes on.
+    AgentFailed,
 }
 
 impl ServerMessage {
@@ -315,8 +434,10 @@ mod tests {
             text: "hi".into(),
             is_final: true,
             turn: 1,
+            participant: Some("alice".into()),
         };
         assert!(transcript.to_json().contains(r#""final":true"#));
+        assert!(transcript.to_json().contains(r#""participant":"alice""#));
     }
 
     #[test]

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 pub const AUDIENCE: &str = "dartmouth-gateway";
 /// Longest lifetime `issue` grants, in seconds (one day).
 pub const MAX_TTL_SECS: u64 = 24 * 3600;
+/// The room name of a token that administers every room (with the `admin` grant).
+pub const ALL_ROOMS: &str = "*";
 /// Clock skew tolerated when checking expiry, in seconds.
 const LEEWAY_SECS: u64 = 5;
 
@@ -33,6 +35,11 @@ pub struct Grants {
     pub subscribe: bool,
     /// May bring an agent into the room.
     pub agent: bool,
+    /// Administers the room: may end anyone's WHIP/WHEP session in it, and manage it over
+    /// `/api/rooms` (list, mute, kick, delete); a token for room `*` with this grant manages
+    /// every room.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl Default for Grants {
@@ -41,6 +48,7 @@ impl Default for Grants {
             publish: true,
             subscribe: true,
             agent: true,
+            admin: false,
         }
     }
 }
@@ -74,6 +82,7 @@ impl RoomClaims {
             publish: self.can_publish.unwrap_or(true),
             subscribe: true,
             agent: true,
+            admin: false,
         })
     }
 }
@@ -140,7 +149,9 @@ impl TokenKeys {
         grants: Grants,
         ttl_secs: u64,
     ) -> Result<String, TokenError> {
-        validate_name("room", room)?;
+        if !(room == ALL_ROOMS && grants.admin) {
+            validate_name("room", room)?;
+        }
         validate_name("identity", identity)?;
         if ttl_secs == 0 || ttl_secs > MAX_TTL_SECS {
             return Err(TokenError::Issue(format!(

@@ -1,10 +1,10 @@
 //! WebSocket signaling: one connection is one participant's session (see [`crate::proto`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use dartmouth_media::driver::DriverError;
 use dartmouth_media::driver::NOTICE_CAPACITY;
@@ -12,42 +12,65 @@ use dartmouth_media::{CloseReason, PeerId, PeerNotice};
 use tokio::sync::mpsc;
 
 use crate::agent::{AGENT_MESSAGE_CAPACITY, AgentBridge};
-use crate::gateway::{AgentStartError, Gateway};
+use crate::gateway::{AgentStart, AgentStartError, Gateway, SessionGuard, error_response};
+use crate::limits::{PeerAddr, Permit, Refusal};
 use crate::proto::{
-    AgentOutput, ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, MAX_TEXT_CHARS, PROTOCOL_VERSION,
-    ServerMessage,
+    ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, MAX_METADATA_BYTES, MAX_TEXT_CHARS,
+    PROTOCOL_VERSION, ServerMessage,
 };
+use crate::rooms::{Ender, Member, MemberKind};
 
-/// How long a new connection may take to send its join.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest frame the WebSocket layer reads (bigger ones close the connection); messages above
 /// [`MAX_MESSAGE_BYTES`] but below this get an error and the connection stays open.
 const MAX_FRAME_BYTES: usize = 1024 * 1024;
 
-pub(crate) async fn upgrade(ws: WebSocketUpgrade, State(gateway): State<Arc<Gateway>>) -> Response {
+/// Upgrades to a WebSocket when the client's address is within its limits. The connection holds
+/// no session slot until a join's token verifies ([`crate::limits`]).
+pub(crate) async fn upgrade(
+    ws: WebSocketUpgrade,
+    PeerAddr(ip): PeerAddr,
+    State(gateway): State<Arc<Gateway>>,
+) -> Response {
+    let permit = match gateway.limits.admit_connection(ip) {
+        Ok(permit) => permit,
+        Err(refusal) => return refused(refusal),
+    };
     ws.max_message_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
-            let Some(_guard) = gateway.enter() else {
-                let mut socket = socket;
-                let busy =
-                    ServerMessage::error(ErrorCode::Unavailable, "the gateway is at capacity");
-                let _ = socket.send(Message::Text(busy.to_json().into())).await;
-                return;
-            };
-            Session::new(gateway, socket).run().await;
+            Session::new(gateway, socket, permit).run().await;
         })
+}
+
+/// The HTTP answer to a refused client: 429 (with `Retry-After` when known), or 503 when the
+/// gateway as a whole is full.
+pub(crate) fn refused(refusal: Refusal) -> Response {
+    let status = match refusal {
+        Refusal::PendingTotal => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::TOO_MANY_REQUESTS,
+    };
+    let mut response = error_response(status, refusal.to_string());
+    if let Some(secs) = refusal.retry_after()
+        && let Ok(value) = header::HeaderValue::from_str(&secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
 }
 
 struct Joined {
     room: String,
     peer: PeerId,
     agent: Option<(AgentBridge, PeerId)>,
+    /// The session slot, taken once the token verified.
+    _slot: SessionGuard,
 }
 
 struct Session {
     gateway: Arc<Gateway>,
     socket: WebSocket,
     joined: Option<Joined>,
+    /// This connection's place in its address's counts: pending until joined.
+    permit: Permit,
 }
 
 enum Flow {
@@ -56,11 +79,12 @@ enum Flow {
 }
 
 impl Session {
-    fn new(gateway: Arc<Gateway>, socket: WebSocket) -> Self {
+    fn new(gateway: Arc<Gateway>, socket: WebSocket, permit: Permit) -> Self {
         Self {
             gateway,
             socket,
             joined: None,
+            permit,
         }
     }
 
@@ -68,7 +92,8 @@ impl Session {
         let (notice_tx, mut notices) = mpsc::channel(NOTICE_CAPACITY);
         let (message_tx, mut messages) = mpsc::channel(AGENT_MESSAGE_CAPACITY);
         let mut shutdown = self.gateway.shutdown.clone();
-        let join_deadline = tokio::time::sleep(JOIN_TIMEOUT);
+        let join_timeout = self.gateway.limits.config().join_deadline;
+        let join_deadline = tokio::time::sleep(join_timeout);
         tokio::pin!(join_deadline);
         let reason = loop {
             let flow = tokio::select! {
@@ -88,14 +113,17 @@ impl Session {
                     Some(notice) => self.on_notice(notice).await,
                     None => Flow::Continue,
                 },
-                message = messages.recv() => {
-                    if let Some(message) = message {
+                message = messages.recv() => match message {
+                    // Ended from outside: kicked, or the room closed.
+                    Some(ServerMessage::Bye { reason }) => Flow::End(reason),
+                    Some(message) => {
                         self.forward_agent_message(message).await;
+                        Flow::Continue
                     }
-                    Flow::Continue
-                }
+                    None => Flow::Continue,
+                },
                 _ = &mut join_deadline, if self.joined.is_none() => {
-                    Flow::End(format!("no join within {} s", JOIN_TIMEOUT.as_secs()))
+                    Flow::End(format!("no join within {:.1} s", join_timeout.as_secs_f64()))
                 }
                 _ = shutdown.changed() => Flow::End("the gateway is shutting down".into()),
             };
@@ -130,6 +158,8 @@ impl Session {
                 sdp,
                 agent,
                 output,
+                listen,
+                metadata,
             } => {
                 if self.joined.is_some() {
                     self.send(ServerMessage::error(ErrorCode::BadState, "already joined"))
@@ -144,7 +174,12 @@ impl Session {
                     .await;
                     return Flow::Continue;
                 }
-                self.join(&token, &sdp, agent, output, notices, messages)
+                let start = AgentStart {
+                    name: agent,
+                    output,
+                    listen,
+                };
+                self.join(&token, &sdp, start, metadata, notices, messages)
                     .await
             }
             ClientMessage::Candidate { candidate } => {
@@ -167,11 +202,37 @@ impl Session {
                 Flow::Continue
             }
             ClientMessage::Mute { muted } => {
-                if let Some((bridge, _)) = self.joined.as_ref().and_then(|j| j.agent.as_ref()) {
+                let Some(joined) = &self.joined else {
+                    return self.not_joined().await;
+                };
+                if let Some((bridge, _)) = &joined.agent {
                     bridge
                         .muted
                         .store(muted, std::sync::atomic::Ordering::Relaxed);
                 }
+                let _ = self.gateway.media.set_muted(joined.peer, muted).await;
+                self.gateway
+                    .rooms
+                    .set_muted(&joined.room, joined.peer, muted);
+                Flow::Continue
+            }
+            ClientMessage::Subscribe { participant } => self.subscribe(&participant, true).await,
+            ClientMessage::Unsubscribe { participant } => self.subscribe(&participant, false).await,
+            ClientMessage::Metadata { metadata } => {
+                let Some(joined) = &self.joined else {
+                    return self.not_joined().await;
+                };
+                if metadata.len() > MAX_METADATA_BYTES {
+                    self.send(ServerMessage::error(
+                        ErrorCode::TooLarge,
+                        format!("metadata is limited to {MAX_METADATA_BYTES} bytes"),
+                    ))
+                    .await;
+                    return Flow::Continue;
+                }
+                self.gateway
+                    .rooms
+                    .set_metadata(&joined.room, joined.peer, metadata);
                 Flow::Continue
             }
             ClientMessage::Answer { sdp } => {
@@ -192,15 +253,48 @@ impl Session {
         }
     }
 
+    async fn subscribe(&mut self, participant: &str, subscribed: bool) -> Flow {
+        let Some(joined) = &self.joined else {
+            return self.not_joined().await;
+        };
+        let Some(source) = self.gateway.rooms.peer_of(&joined.room, participant) else {
+            self.send(ServerMessage::error(
+                ErrorCode::UnknownParticipant,
+                format!("no participant {participant:?} in the room"),
+            ))
+            .await;
+            return Flow::Continue;
+        };
+        let peer = joined.peer;
+        if let Err(e) = self
+            .gateway
+            .media
+            .set_subscribed(peer, source, subscribed)
+            .await
+        {
+            self.send(ServerMessage::error(ErrorCode::Media, e.to_string()))
+                .await;
+        }
+        Flow::Continue
+    }
+
     async fn join(
         &mut self,
         token: &str,
         sdp: &str,
-        agent: Option<String>,
-        output: AgentOutput,
+        agent: AgentStart,
+        metadata: Option<String>,
         notices: &mpsc::Sender<PeerNotice>,
         messages: &mpsc::Sender<ServerMessage>,
     ) -> Flow {
+        if let Err(refusal) = self.gateway.limits.check_join(&self.permit) {
+            self.send(ServerMessage::error(
+                ErrorCode::RateLimited,
+                refusal.to_string(),
+            ))
+            .await;
+            return Flow::Continue;
+        }
         let claims = match self.gateway.keys.verify_any_room(token) {
             Ok(claims) => claims,
             Err(e) => {
@@ -209,7 +303,30 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        // Only now, with the token verified, does the connection take a session slot.
+        let Some(slot) = self.gateway.enter() else {
+            self.send(ServerMessage::error(
+                ErrorCode::Unavailable,
+                "the gateway is at capacity",
+            ))
+            .await;
+            return Flow::End("the gateway is at capacity".into());
+        };
         let room = claims.room.clone();
+        let metadata = metadata.unwrap_or_default();
+        if metadata.len() > MAX_METADATA_BYTES {
+            self.send(ServerMessage::error(
+                ErrorCode::TooLarge,
+                format!("metadata is limited to {MAX_METADATA_BYTES} bytes"),
+            ))
+            .await;
+            return Flow::Continue;
+        }
+        if let Err(e) = self.gateway.rooms.admit(&room) {
+            self.send(ServerMessage::error(ErrorCode::RoomFull, e.to_string()))
+                .await;
+            return Flow::Continue;
+        }
         let (peer, answer) = match self
             .gateway
             .media
@@ -224,39 +341,52 @@ impl Session {
             }
             Err(e) => return Flow::End(e.to_string()),
         };
+        let member = Member {
+            peer,
+            identity: claims.sub.clone(),
+            kind: MemberKind::WebSocket,
+            metadata,
+            muted: false,
+            messages: Some(messages.clone()),
+            ender: Ender::Messages,
+        };
+        let present = match self.gateway.rooms.enter(&room, member) {
+            Ok(present) => present,
+            Err(e) => {
+                self.gateway.media.remove(peer).await;
+                self.send(ServerMessage::error(ErrorCode::RoomFull, e.to_string()))
+                    .await;
+                return Flow::Continue;
+            }
+        };
         let started = self
             .gateway
-            .start_agent(
-                &room,
-                peer,
-                agent,
-                claims.grants(),
-                output,
-                messages.clone(),
-            )
+            .start_agent(&claims, peer, agent, messages.clone())
             .await;
         let (agent_name, agent) = match started {
             Ok(Some((name, bridge, speaker))) => (Some(name), Some((bridge, speaker))),
             Ok(None) => (None, None),
             Err(e) => {
+                self.gateway.rooms.leave(&room, peer);
                 self.gateway.media.remove(peer).await;
                 let code = match e {
                     AgentStartError::NotGranted => ErrorCode::Unauthorized,
                     AgentStartError::Unknown(_) => ErrorCode::UnknownAgent,
-                    AgentStartError::Failed(_) => ErrorCode::Unavailable,
+                    AgentStartError::Failed(_) | AgentStartError::Unavailable(_) => {
+                        ErrorCode::Unavailable
+                    }
                 };
                 self.send(ServerMessage::error(code, e.to_string())).await;
                 return Flow::Continue;
             }
         };
         tracing::info!(%room, identity = %claims.sub, %peer, agent = ?agent_name, "joined");
-        let present = self
-            .gateway
-            .enter_room(&room, peer, &claims.sub, messages.clone());
+        self.permit.mark_authenticated();
         self.joined = Some(Joined {
             room: room.clone(),
             peer,
             agent,
+            _slot: slot,
         });
         self.send(ServerMessage::Joined {
             v: PROTOCOL_VERSION,
@@ -266,8 +396,9 @@ impl Session {
             agent: agent_name,
         })
         .await;
-        for identity in present {
-            self.send(ServerMessage::ParticipantJoined { identity })
+        for (identity, metadata) in present {
+            let metadata = (!metadata.is_empty()).then_some(metadata);
+            self.send(ServerMessage::ParticipantJoined { identity, metadata })
                 .await;
         }
         Flow::Continue
@@ -367,10 +498,9 @@ impl Session {
     async fn leave(&mut self) {
         if let Some(joined) = self.joined.take() {
             if let Some((bridge, speaker)) = joined.agent {
-                bridge.stop().await;
-                self.gateway.media.remove(speaker).await;
+                self.gateway.stop_agent(&joined.room, bridge, speaker).await;
             }
-            self.gateway.leave_room(&joined.room, joined.peer);
+            self.gateway.rooms.leave(&joined.room, joined.peer);
             self.gateway.media.remove(joined.peer).await;
         }
     }
