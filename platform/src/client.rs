@@ -17,17 +17,24 @@ use crate::auth::routes::{
 };
 use crate::documents::{Document, QueryRequest, QueryResult};
 use crate::error::{ErrorBody, PlatformError};
+use crate::events::Event;
+use crate::events::routes::{EventPage, PublishRequest};
+use crate::events::transcripts::Transcript;
 use crate::files::{FileInfo, SignRequest, SignedUrl};
 use crate::gdpr::{DeletionReport, UserExport};
 use crate::grants::Grant;
 use crate::http::Health;
+use crate::intel::{Analysis, AnalyzeRequest};
+use crate::rag::routes::{SearchRequest, SearchResult};
+use crate::rag::{KbDocument, Passage};
+use crate::webhooks::routes::{CreateWebhook, Delivery, Webhook};
 use reqwest::{Method, RequestBuilder, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::time::Duration;
 
-fn segment(s: &str) -> String {
+pub(crate) fn segment(s: &str) -> String {
     crate::files::encode_segment(s)
 }
 
@@ -69,7 +76,7 @@ impl PlatformClient {
         &self.base
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.base));
         match &self.credential {
             Some(c) => builder.bearer_auth(c),
@@ -99,7 +106,10 @@ impl PlatformClient {
         })
     }
 
-    async fn send<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T, PlatformError> {
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        builder: RequestBuilder,
+    ) -> Result<T, PlatformError> {
         let response = builder
             .send()
             .await
@@ -111,7 +121,7 @@ impl PlatformClient {
             .map_err(|e| PlatformError::Transport(e.to_string()))
     }
 
-    async fn send_empty(&self, builder: RequestBuilder) -> Result<(), PlatformError> {
+    pub(crate) async fn send_empty(&self, builder: RequestBuilder) -> Result<(), PlatformError> {
         let response = builder
             .send()
             .await
@@ -119,7 +129,7 @@ impl PlatformClient {
         Self::check(response).await.map(drop)
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
@@ -314,6 +324,133 @@ impl PlatformClient {
     pub async fn delete_user(&self, user_id: &str) -> Result<DeletionReport, PlatformError> {
         self.send(self.request(Method::DELETE, &format!("/v1/users/{}", segment(user_id))))
             .await
+    }
+}
+
+impl PlatformClient {
+    /// Publish an event (`id`: the publisher's own id, so a retry does not duplicate it).
+    pub async fn publish_event(
+        &self,
+        topic: &str,
+        data: Value,
+        id: Option<&str>,
+    ) -> Result<Event, PlatformError> {
+        self.post(
+            "/v1/events",
+            &PublishRequest {
+                topic: topic.into(),
+                data,
+                id: id.map(String::from),
+            },
+        )
+        .await
+    }
+
+    /// Stored events matching `pattern`, after event id `after`.
+    pub async fn list_events(
+        &self,
+        pattern: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Event>, PlatformError> {
+        let mut path = format!("/v1/events?topic={}&limit={limit}", segment(pattern));
+        if let Some(after) = after {
+            path.push_str(&format!("&after={}", segment(after)));
+        }
+        let page: EventPage = self.send(self.request(Method::GET, &path)).await?;
+        Ok(page.events)
+    }
+
+    /// A conversation's transcript.
+    pub async fn transcript(&self, conversation_id: &str) -> Result<Transcript, PlatformError> {
+        self.send(self.request(
+            Method::GET,
+            &format!("/v1/conversations/{}/transcript", segment(conversation_id)),
+        ))
+        .await
+    }
+
+    /// Register an outgoing webhook; the answer carries its signing secret.
+    pub async fn create_webhook(&self, request: &CreateWebhook) -> Result<Webhook, PlatformError> {
+        self.post("/v1/webhooks", request).await
+    }
+
+    /// Deliveries with `status` (`pending`, `delivered`, `dead`).
+    pub async fn webhook_deliveries(&self, status: &str) -> Result<Vec<Delivery>, PlatformError> {
+        self.send(self.request(
+            Method::GET,
+            &format!("/v1/webhooks/deliveries?status={}", segment(status)),
+        ))
+        .await
+    }
+
+    /// Queue a dead delivery again.
+    pub async fn replay_delivery(&self, delivery_id: &str) -> Result<(), PlatformError> {
+        self.send_empty(self.request(
+            Method::POST,
+            &format!("/v1/webhooks/deliveries/{}/replay", segment(delivery_id)),
+        ))
+        .await
+    }
+
+    /// Add a document to an agent's knowledge base (`content_type`: text/plain, text/markdown,
+    /// text/html or application/pdf).
+    pub async fn upload_knowledge(
+        &self,
+        agent_id: &str,
+        kb: &str,
+        name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<KbDocument, PlatformError> {
+        let path = format!(
+            "/v1/agents/{}/knowledge/{}/documents?name={}",
+            segment(agent_id),
+            segment(kb),
+            segment(name)
+        );
+        self.send(
+            self.request(Method::POST, &path)
+                .header("content-type", content_type)
+                .body(bytes),
+        )
+        .await
+    }
+
+    /// Hybrid retrieval over an agent's knowledge: the `limit` best passages with citations.
+    pub async fn search_knowledge(
+        &self,
+        agent_id: &str,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<Passage>, PlatformError> {
+        let result: SearchResult = self
+            .post(
+                &format!("/v1/agents/{}/knowledge/search", segment(agent_id)),
+                &SearchRequest {
+                    query: query.into(),
+                    limit: Some(limit),
+                    kb: None,
+                },
+            )
+            .await?;
+        Ok(result.passages)
+    }
+
+    /// Sentiment and intent of an utterance.
+    pub async fn analyze(
+        &self,
+        text: &str,
+        agent_id: Option<&str>,
+    ) -> Result<Analysis, PlatformError> {
+        self.post(
+            "/v1/intel/analyze",
+            &AnalyzeRequest {
+                text: text.into(),
+                agent_id: agent_id.map(String::from),
+            },
+        )
+        .await
     }
 }
 

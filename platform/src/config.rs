@@ -33,6 +33,12 @@ pub struct PlatformConfig {
     pub argon2_memory_kib: u32,
     /// Argon2 iterations. Default 2.
     pub argon2_iterations: u32,
+    /// Memory all concurrent argon2 hashes may use together, in MiB; further logins and
+    /// registrations wait for a slot (up to a few seconds, then 429). Default 256.
+    pub argon2_max_memory_mib: u32,
+    /// Proxies (IPs or CIDRs) whose `X-Forwarded-For` names the client; from any other peer the
+    /// header is ignored. Default none.
+    pub trusted_proxies: Vec<String>,
     /// Whether `POST /v1/auth/register` is open (creates `user` accounts). Default true.
     pub allow_registration: bool,
     /// An admin account created at startup when no user exists yet.
@@ -55,6 +61,28 @@ pub struct PlatformConfig {
     pub redact_pii: bool,
     /// Collections whose string values are redacted when `redact_pii` is on. Default `["transcripts"]`.
     pub redact_collections: Vec<String>,
+    /// Directory of the embedded models; `None` → `$DARTMOUTH_HOME/models`.
+    pub models_dir: Option<PathBuf>,
+    /// Load the embedded sentence encoder (RAG, intents, content filter, `/v1/embeddings`). Default true.
+    pub embeddings: bool,
+    /// The event system.
+    pub events: EventsConfig,
+    /// The webhook manager.
+    pub webhooks: crate::webhooks::WebhookConfig,
+    /// The RAG engine.
+    pub rag: crate::rag::RagConfig,
+    /// The OpenAI-compatible AI endpoints, providers, cache and prices.
+    pub ai: crate::ai::AiConfig,
+    /// The content filter.
+    pub filter: crate::filter::FilterConfig,
+}
+
+/// Settings of the event system (`[platform.events]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// NATS server (JetStream enabled), e.g. `nats://127.0.0.1:4222`; `None` → the in-process bus.
+    pub nats_url: Option<String>,
 }
 
 /// The admin account created at first start.
@@ -103,6 +131,18 @@ pub struct RateLimitConfig {
     pub auth_per_minute: u32,
     /// Burst size for login/register/refresh. Default 10.
     pub auth_burst: u32,
+    /// Sustained login/registration attempts per minute for one account (email), from any
+    /// address. Default 10.
+    pub account_per_minute: u32,
+    /// Burst size per account. Default 5.
+    pub account_burst: u32,
+    /// Failed logins (per account and per address) that are free; the next attempt waits the
+    /// back-off. Default 3.
+    pub failures_before_backoff: u32,
+    /// First back-off in milliseconds; doubles with every further failure. Default 1000.
+    pub backoff_base_ms: u64,
+    /// Longest back-off in seconds. Default 900 (15 min).
+    pub backoff_max_secs: u64,
 }
 
 impl Default for RateLimitConfig {
@@ -113,6 +153,11 @@ impl Default for RateLimitConfig {
             api_burst: 100,
             auth_per_minute: 30,
             auth_burst: 10,
+            account_per_minute: 10,
+            account_burst: 5,
+            failures_before_backoff: 3,
+            backoff_base_ms: 1000,
+            backoff_max_secs: 900,
         }
     }
 }
@@ -133,6 +178,8 @@ impl Default for PlatformConfig {
             room_token_ttl_secs: 3600,
             argon2_memory_kib: 19456,
             argon2_iterations: 2,
+            argon2_max_memory_mib: 256,
+            trusted_proxies: Vec::new(),
             allow_registration: true,
             bootstrap_admin: None,
             max_body_bytes: 1024 * 1024,
@@ -156,6 +203,13 @@ impl Default for PlatformConfig {
             rate_limits: RateLimitConfig::default(),
             redact_pii: true,
             redact_collections: vec!["transcripts".into()],
+            models_dir: None,
+            embeddings: true,
+            events: EventsConfig::default(),
+            webhooks: crate::webhooks::WebhookConfig::default(),
+            rag: crate::rag::RagConfig::default(),
+            ai: crate::ai::AiConfig::default(),
+            filter: crate::filter::FilterConfig::default(),
         }
     }
 }

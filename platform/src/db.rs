@@ -56,6 +56,20 @@ fn migrator(dialect: Dialect) -> Migrator {
             document_index.into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            "intelligence and integration".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0003_intelligence.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "agent registry, messages and SLAs".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0004_orchestration.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -117,6 +117,30 @@ impl ApiError {
             message,
         )
     }
+    /// 400 `content_blocked`: the content filter refused the text.
+    pub fn content_blocked(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "content_blocked", message)
+    }
+    /// 402: the agent's spending budget is used up.
+    pub fn budget_exceeded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYMENT_REQUIRED, "budget_exceeded", message)
+    }
+    /// 422: well-formed but unusable content (a PDF without text, an empty document).
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+    }
+    /// 502: an upstream provider failed.
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_failed", message)
+    }
+    /// 503: the service or a model it needs is not available now.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+    /// 504: something the request waits for (another agent's reply) did not come in time.
+    pub fn timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+    }
     /// 429 with a `Retry-After` header.
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut e = Self::new(
@@ -139,6 +163,18 @@ impl ApiError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -180,6 +216,7 @@ pub(crate) fn code_for_status(status: StatusCode) -> &'static str {
         409 => "conflict",
         413 => "payload_too_large",
         415 => "unsupported_media_type",
+        402 => "budget_exceeded",
         422 => "invalid_body",
         429 => "rate_limited",
         s if s >= 500 => "internal",

@@ -221,7 +221,7 @@ async fn upload_file(
 /// Download a file.
 #[utoipa::path(get, path = "/v1/agents/{agent_id}/files/{file_key}", tag = "files", security(("bearer" = [])),
     params(("agent_id" = String, Path), ("file_key" = String, Path)),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "*/*", body = Vec<u8>, description = "the file, with the content type it was stored with"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn download_file(
     State(state): State<AppState>,
     principal: Principal,
@@ -298,7 +298,7 @@ async fn sign_file_url(
 /// Download through a signed URL (no credential needed; the signature is the credential).
 #[utoipa::path(get, path = "/v1/signed/{agent_id}/{file_key}", tag = "files",
     params(("agent_id" = String, Path), ("file_key" = String, Path), SignedQuery),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "*/*", body = Vec<u8>, description = "the file, with the content type it was stored with"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn signed_download(
     State(state): State<AppState>,
     Path((agent_id, key)): Path<(String, String)>,

@@ -43,6 +43,9 @@ pub struct UserExport {
     pub api_keys: Vec<ApiKeyInfo>,
     /// Audit entries where the user acted.
     pub audit: Vec<AuditEntry>,
+    /// Conversation transcript lines of the user (as stored: redacted when enabled).
+    #[serde(default)]
+    pub transcripts: Vec<crate::events::transcripts::TranscriptLine>,
 }
 
 /// What a deletion removed.
@@ -56,6 +59,9 @@ pub struct DeletionReport {
     pub files: u64,
     /// API keys removed.
     pub api_keys: u64,
+    /// Transcript lines removed.
+    #[serde(default)]
+    pub transcripts: u64,
 }
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -123,6 +129,7 @@ async fn export_user(
         files,
         api_keys: store::list_api_keys(&state, Some(&user_id)).await?,
         audit: state.audit.by_actor(&format!("user:{user_id}")).await?,
+        transcripts: crate::events::transcripts::lines_of_user(&state, &user_id).await?,
     };
     state
         .audit(
@@ -171,6 +178,11 @@ async fn delete_user(
         .execute(&mut *tx)
         .await?
         .rows_affected();
+    let transcripts = sqlx::query("DELETE FROM transcripts WHERE user_id = $1")
+        .bind(&user_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
     sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
         .bind(&user_id)
         .execute(&mut *tx)
@@ -189,6 +201,7 @@ async fn delete_user(
         documents,
         files,
         api_keys,
+        transcripts,
     };
     state
         .audit(
@@ -196,7 +209,7 @@ async fn delete_user(
             "gdpr.delete",
             &format!("user:{user_id}"),
             "ok",
-            &format!("documents {documents}, files {files}, keys {api_keys}"),
+            &format!("documents {documents}, files {files}, keys {api_keys}, transcript lines {transcripts}"),
         )
         .await;
     Ok((StatusCode::OK, Json(report)))

@@ -12,7 +12,7 @@ use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusC
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{Html, IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -56,33 +56,125 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The caller's address for audit and rate-limit keys: `ip:<addr>` or `ip:unknown`. A loopback
-/// peer (the gateway in front of the sidecar) may name the real client in `X-Forwarded-For`.
-pub(crate) fn client_ip(headers: &HeaderMap, extensions: &Extensions) -> String {
-    let peer = extensions
+/// Documents the error answers every `/v1` operation can give, in the one [`ErrorBody`] shape:
+/// 400 (a bad path or query parameter), 401/403 (a missing, bad or insufficient credential),
+/// 413/415/422 (a body that is too large, of another type, or not the schema), 429 (rate limits).
+/// Operations keep their own wording where they document one already.
+struct StandardErrors;
+
+impl Modify for StandardErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") || path == "/v1/openapi.json" || path == "/v1/docs" {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let mut codes = vec![
+                    ("400", "bad_request: a malformed path, query or body"),
+                    (
+                        "401",
+                        "unauthenticated: a missing, expired or invalid credential",
+                    ),
+                    ("403", "forbidden: the credential may not do this"),
+                    ("429", "rate_limited: over a quota; see Retry-After"),
+                ];
+                if operation.request_body.is_some() {
+                    codes.push(("413", "payload_too_large: the body is over the limit"));
+                    codes.push(("415", "unsupported_media_type: the body is of another type"));
+                    codes.push(("422", "invalid_body: the body does not match the schema"));
+                }
+                for (code, description) in codes {
+                    operation
+                        .responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
+
+/// The caller's address for audit and rate-limit keys: `ip:<addr>` or `ip:unknown`.
+///
+/// The TCP peer's address, unless the peer is one of the `trusted` proxies: then the
+/// `X-Forwarded-For` chain is read from the right (each proxy appends the address it saw) and
+/// the first address that is not itself a trusted proxy is the client. Entries left of it were
+/// written by the client and are never believed.
+pub(crate) fn client_ip(
+    headers: &HeaderMap,
+    extensions: &Extensions,
+    trusted: &[ipnet::IpNet],
+) -> String {
+    let Some(peer) = extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    let forwarded = || {
-        headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|first| first.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ConnectInfo(addr)| addr.ip())
+    else {
+        return "ip:unknown".into();
     };
-    match peer {
-        Some(ip) if ip.is_loopback() => format!("ip:{}", forwarded().unwrap_or(ip)),
-        Some(ip) => format!("ip:{ip}"),
-        None => "ip:unknown".into(),
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let mut client = peer;
+    if is_trusted(&peer) {
+        let chain = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect::<Vec<_>>();
+        for hop in chain.iter().rev() {
+            let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                break;
+            };
+            client = ip;
+            if !is_trusted(&ip) {
+                break;
+            }
+        }
+    }
+    format!("ip:{}", canonical(client))
+}
+
+/// IPv4-mapped IPv6 as IPv4, so one client has one key.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
 /// Extractor of [`client_ip`].
 pub(crate) struct ClientIp(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(&parts.headers, &parts.extensions)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(
+            &parts.headers,
+            &parts.extensions,
+            &state.limits.trusted_proxies,
+        )))
     }
 }
 
@@ -191,8 +283,18 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 
 /// Prometheus text metrics (no auth; loopback only).
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, content_type = "text/plain", body = String)))]
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = String::from("# TYPE dartmouth_platform_responses_total counter\n");
+    let (hits, misses, entries) = state.ai.cache.stats();
+    text.push_str(&format!(
+        "# TYPE dartmouth_platform_llm_cache_hits_total counter\ndartmouth_platform_llm_cache_hits_total {hits}\n\
+         # TYPE dartmouth_platform_llm_cache_misses_total counter\ndartmouth_platform_llm_cache_misses_total {misses}\n\
+         # TYPE dartmouth_platform_llm_cache_entries gauge\ndartmouth_platform_llm_cache_entries {entries}\n\
+         # TYPE dartmouth_platform_events_published_total counter\ndartmouth_platform_events_published_total {}\n\
+         # TYPE dartmouth_platform_events_lagged_total counter\ndartmouth_platform_events_lagged_total {}\n",
+        state.events.published(),
+        state.events.lagged()
+    ));
     for (i, counter) in RESPONSES_BY_CLASS.iter().enumerate() {
         text.push_str(&format!(
             "dartmouth_platform_responses_total{{class=\"{}xx\"}} {}\n",
@@ -253,7 +355,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 pub(crate) fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     let uploads =
         crate::files::router().layer(DefaultBodyLimit::max(state.config.max_upload_bytes));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
@@ -263,9 +365,25 @@ pub(crate) fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::opena
         .merge(crate::grants::router())
         .merge(crate::admin::router())
         .merge(crate::gdpr::router())
+        .merge(crate::events::routes::router())
+        .merge(crate::webhooks::routes::router())
+        .merge(crate::intel::router())
+        .merge(crate::rag::routes::router())
+        .merge(crate::ai::router())
+        .merge(crate::cost::router())
+        .merge(crate::registry::routes::router())
+        .merge(crate::registry::messages::router())
+        .merge(crate::monitor::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .merge(uploads)
-        .split_for_parts()
+        .merge(
+            crate::ai::upload_router()
+                .layer(DefaultBodyLimit::max(state.config.ai.max_audio_bytes)),
+        )
+        .split_for_parts();
+    // After every route is in: the standard error answers go on each operation.
+    StandardErrors.modify(&mut doc);
+    (router, doc)
 }
 
 /// Builds the full application for a state.
@@ -294,7 +412,7 @@ pub(crate) fn build(state: AppState) -> Result<axum::Router, PlatformError> {
 mod tests {
     use super::*;
 
-    fn ip_of(peer: Option<&str>, forwarded: Option<&str>) -> String {
+    fn ip_of(peer: Option<&str>, forwarded: Option<&str>, trusted: &[&str]) -> String {
         let mut headers = HeaderMap::new();
         if let Some(f) = forwarded {
             headers.insert("x-forwarded-for", HeaderValue::from_str(f).unwrap());
@@ -303,23 +421,52 @@ mod tests {
         if let Some(p) = peer {
             extensions.insert(ConnectInfo(p.parse::<SocketAddr>().unwrap()));
         }
-        client_ip(&headers, &extensions)
+        let trusted: Vec<ipnet::IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        client_ip(&headers, &extensions, &trusted)
     }
 
     #[test]
-    fn forwarded_for_is_trusted_only_from_loopback() {
+    fn forwarded_for_is_believed_only_from_trusted_proxies_and_read_from_the_right() {
+        // No trusted proxy: the header is ignored, even from loopback.
         assert_eq!(
-            ip_of(Some("127.0.0.1:5000"), Some("203.0.113.9, 10.0.0.1")),
-            "ip:203.0.113.9"
-        );
-        assert_eq!(
-            ip_of(Some("127.0.0.1:5000"), Some("garbage")),
+            ip_of(Some("127.0.0.1:5000"), Some("203.0.113.9"), &[]),
             "ip:127.0.0.1"
         );
         assert_eq!(
-            ip_of(Some("198.51.100.7:5000"), Some("203.0.113.9")),
+            ip_of(
+                Some("198.51.100.7:5000"),
+                Some("203.0.113.9"),
+                &["127.0.0.0/8"]
+            ),
             "ip:198.51.100.7"
         );
-        assert_eq!(ip_of(None, Some("203.0.113.9")), "ip:unknown");
+        // A trusted proxy appended the address it saw; what the client wrote before it is not
+        // believed.
+        let proxies = ["127.0.0.1/32", "10.0.0.0/8"];
+        assert_eq!(
+            ip_of(
+                Some("127.0.0.1:5000"),
+                Some("1.2.3.4, 203.0.113.9"),
+                &proxies
+            ),
+            "ip:203.0.113.9"
+        );
+        assert_eq!(
+            ip_of(
+                Some("127.0.0.1:5000"),
+                Some("1.2.3.4, 203.0.113.9, 10.1.1.1"),
+                &proxies
+            ),
+            "ip:203.0.113.9"
+        );
+        assert_eq!(
+            ip_of(Some("127.0.0.1:5000"), Some("garbage"), &proxies),
+            "ip:127.0.0.1"
+        );
+        assert_eq!(
+            ip_of(Some("[::ffff:192.0.2.1]:5000"), None, &[]),
+            "ip:192.0.2.1"
+        );
+        assert_eq!(ip_of(None, Some("203.0.113.9"), &proxies), "ip:unknown");
     }
 }

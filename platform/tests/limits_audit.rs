@@ -21,6 +21,7 @@ async fn rate_limits_answer_429_with_retry_after_then_recover(backend: Backend) 
             api_burst: 3,
             auth_per_minute: 60,
             auth_burst: 5,
+            ..Default::default()
         };
     })
     .await

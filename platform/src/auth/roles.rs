@@ -57,6 +57,20 @@ pub enum Permission {
     MintRoomToken,
     /// Use the PII redaction service.
     Redact,
+    /// Publish and read events.
+    Events,
+    /// Register webhooks, read and replay deliveries; integrations.
+    ManageWebhooks,
+    /// Use the AI endpoints (chat, speech, embeddings, moderation).
+    Ai,
+    /// Send notifications.
+    Notify,
+    /// Set budgets, prices and read costs of any agent.
+    ManageCosts,
+    /// Register agent instances, heartbeat, discover and route (the agent registry).
+    Registry,
+    /// Define SLAs and read their alerts.
+    Monitoring,
 }
 
 impl Permission {
@@ -70,6 +84,13 @@ impl Permission {
             Permission::AgentData => "agent_data",
             Permission::MintRoomToken => "mint_room_token",
             Permission::Redact => "redact",
+            Permission::Events => "events",
+            Permission::ManageWebhooks => "manage_webhooks",
+            Permission::Ai => "ai",
+            Permission::Notify => "notify",
+            Permission::ManageCosts => "manage_costs",
+            Permission::Registry => "registry",
+            Permission::Monitoring => "monitoring",
         }
     }
 }
@@ -84,11 +105,28 @@ pub fn role_allows(role: Role, permission: Permission) -> bool {
         P::ManageApiKeys => matches!(role, R::Admin | R::Developer),
         P::AgentData | P::Redact => matches!(role, R::Admin | R::Developer | R::Agent),
         P::MintRoomToken => matches!(role, R::Admin | R::Developer | R::User),
+        P::Events | P::Notify | P::Registry => {
+            matches!(role, R::Admin | R::Developer | R::Agent)
+        }
+        P::ManageWebhooks | P::ManageCosts | P::Monitoring => {
+            matches!(role, R::Admin | R::Developer)
+        }
+        P::Ai => true,
     }
 }
 
 /// Scopes an API key may carry.
-pub const SCOPES: [&str; 4] = ["db:read", "db:write", "files:read", "files:write"];
+pub const SCOPES: [&str; 9] = [
+    "db:read",
+    "db:write",
+    "files:read",
+    "files:write",
+    "kb:read",
+    "kb:write",
+    "ai",
+    "events",
+    "registry",
+];
 
 #[cfg(test)]
 mod tests {

@@ -196,6 +196,10 @@ async fn register(
     if !state.config.allow_registration {
         return Err(ApiError::forbidden("registration is closed"));
     }
+    state
+        .limits
+        .check_account(&ip, &body.email)
+        .map_err(ApiError::rate_limited)?;
     let user = store::create_user(&state, &body.email, &body.password, Role::User).await?;
     state
         .audit(&ip, "user.register", &format!("user:{}", user.id), "ok", "")
@@ -211,9 +215,20 @@ async fn login(
     ClientIp(ip): ClientIp,
     Json(body): Json<Credentials>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    Ok(Json(
-        store::login(&state, &body.email, &body.password, &ip).await?,
-    ))
+    // Backed-off accounts and addresses are refused before any password is hashed.
+    state
+        .limits
+        .check_account(&ip, &body.email)
+        .map_err(ApiError::rate_limited)?;
+    let result = store::login(&state, &body.email, &body.password, &ip).await;
+    match &result {
+        Ok(_) => state.limits.login_succeeded(&body.email),
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => {
+            state.limits.login_failed(&ip, &body.email)
+        }
+        Err(_) => {}
+    }
+    Ok(Json(result?))
 }
 
 /// Rotate a refresh token; reuse of a rotated token revokes the whole session.

@@ -36,11 +36,19 @@ fn check_password(password: &str) -> Result<(), ApiError> {
 }
 
 async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
-    let hashing = state.passwords.clone();
-    tokio::task::spawn_blocking(move || hashing.hash(&password))
+    state
+        .passwords
+        .hash_bounded(password)
         .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::from)
+        .map_err(hash_error)
+}
+
+/// A busy hasher is a 429 (retry in a second); a failed hash is internal.
+fn hash_error(e: super::tokens::HashError) -> ApiError {
+    match e {
+        super::tokens::HashError::Busy => ApiError::rate_limited(1),
+        super::tokens::HashError::Failed(e) => ApiError::from(e),
+    }
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -203,11 +211,11 @@ pub async fn login(
         ),
         None => (String::new(), None, String::new()),
     };
-    let hashing = state.passwords.clone();
-    let password = password.to_string();
-    let ok = tokio::task::spawn_blocking(move || hashing.verify(&password, hash.as_deref()))
+    let ok = state
+        .passwords
+        .verify_bounded(password.to_string(), hash)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(hash_error)?;
     if !ok {
         state
             .audit(

@@ -182,6 +182,22 @@ impl TokenIssuer {
 pub struct PasswordHashing {
     params: Params,
     dummy_hash: String,
+    /// One permit per argon2 computation that fits the memory budget.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// How long a login or registration waits for an argon2 slot before it is refused.
+const HASH_SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Why a bounded hash did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every slot stayed busy for [`HASH_SLOT_WAIT`].
+    #[error("password hashing is busy; retry shortly")]
+    Busy,
+    /// The hash itself failed.
+    #[error(transparent)]
+    Failed(#[from] PlatformError),
 }
 
 impl PasswordHashing {
@@ -192,9 +208,59 @@ impl PasswordHashing {
         let mut hashing = PasswordHashing {
             params,
             dummy_hash: String::new(),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         };
         hashing.dummy_hash = hashing.hash(&random_hex(16))?;
         Ok(hashing)
+    }
+
+    /// Bounds concurrent hashes so together they use at most `budget_mib` of memory (at least
+    /// one runs).
+    pub fn with_memory_budget(mut self, budget_mib: u32) -> Self {
+        let per_hash_kib = u64::from(self.params.m_cost()).max(1);
+        let slots = (u64::from(budget_mib) * 1024 / per_hash_kib).clamp(1, 1024) as usize;
+        self.permits = std::sync::Arc::new(tokio::sync::Semaphore::new(slots));
+        self
+    }
+
+    /// How many hashes may run at once.
+    pub fn slots(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Hashes concurrently at most as the memory budget allows (on the blocking pool).
+    pub async fn hash_bounded(&self, password: String) -> Result<String, HashError> {
+        let hashing = self.clone();
+        self.bounded(move || hashing.hash(&password))
+            .await?
+            .map_err(HashError::Failed)
+    }
+
+    /// Verifies concurrently at most as the memory budget allows (on the blocking pool).
+    pub async fn verify_bounded(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<bool, HashError> {
+        let hashing = self.clone();
+        self.bounded(move || hashing.verify(&password, stored.as_deref()))
+            .await
+    }
+
+    async fn bounded<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let permit = tokio::time::timeout(HASH_SLOT_WAIT, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| HashError::Busy)?
+            .map_err(|_| HashError::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(|e| HashError::Failed(PlatformError::Crypto(e.to_string())))
     }
 
     fn argon(&self) -> Argon2<'static> {
@@ -256,5 +322,44 @@ mod tests {
         assert!(h.verify("correct horse", Some(&stored)));
         assert!(!h.verify("wrong", Some(&stored)));
         assert!(!h.verify("correct horse", None));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn argon2_work_is_bounded_by_the_memory_budget() {
+        let default = PasswordHashing::new(19456, 1)
+            .unwrap()
+            .with_memory_budget(256);
+        assert_eq!(default.slots(), 13, "256 MiB / 19 MiB");
+        assert_eq!(
+            PasswordHashing::new(19456, 1)
+                .unwrap()
+                .with_memory_budget(1)
+                .slots(),
+            1,
+            "at least one"
+        );
+        let two = PasswordHashing::new(1024, 1).unwrap().with_memory_budget(2);
+        assert_eq!(two.slots(), 2);
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (two, running, most) = (two.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    two.bounded(move || {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let now = running.fetch_add(1, SeqCst) + 1;
+                        most.fetch_max(now, SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(30));
+                        running.fetch_sub(1, SeqCst);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
