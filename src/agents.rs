@@ -1,5 +1,5 @@
 //! The gateway's agents: the configured profiles on the embedded models, loaded once and shared
-//! by every session (each session gets its own small VAD and end-of-turn models).
+//! by every session (listening too: one batched VAD and end-of-turn service for all of them).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use dartmouth_models::ModelStore;
 use dartmouth_signaling::proto::AgentOutput;
-use dartmouth_signaling::{AgentFactory, AgentInfo};
+use dartmouth_signaling::{AgentFactory, AgentInfo, AgentRefusal, AgentRequest};
+use dartmouth_voice::admission::{
+    Admission, AdmissionState, DEFAULT_ADMISSION_BUDGET, LoadSource, default_capacity,
+};
 use dartmouth_voice::agent::{AgentConfig, AgentSession, Providers};
 use dartmouth_voice::embedded::{
     EmbeddedLlmProvider, EspeakProvider, MoonshineProvider, PiperProvider,
@@ -16,12 +19,14 @@ use dartmouth_voice::embedded::{
 use dartmouth_voice::fallback::FallbackLlm;
 use dartmouth_voice::http::HttpProviderConfig;
 use dartmouth_voice::http::openai_llm::OpenAiLlm;
-use dartmouth_voice::ingest::Ingest;
+use dartmouth_voice::listening::{ListenConfig, ListeningService};
 use dartmouth_voice::provider::{Llm, Stt, Tts};
-use dartmouth_voice::turn::{SmartTurn, TurnConfig};
-use dartmouth_voice::vad::{SileroVad, VadConfig};
+use dartmouth_voice::turn::TurnConfig;
 
+use crate::agent_tools::AskAgent;
 use crate::config::AgentProfile;
+use crate::platform_link::{PlatformKnowledge, PlatformObserver};
+use dartmouth_platform::client::PlatformClient;
 
 /// Sample rate of the agent's outgoing track (Opus at 48 kHz).
 const OUTPUT_RATE: u32 = 48_000;
@@ -30,7 +35,8 @@ const REMOTE_FIRST_TOKEN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Agents on the embedded models.
 pub struct EmbeddedAgents {
-    store: ModelStore,
+    /// VAD and end-of-turn for every session, batched.
+    listening: ListeningService,
     profiles: BTreeMap<String, AgentProfile>,
     default_agent: Option<String>,
     room_agents: BTreeMap<String, String>,
@@ -39,15 +45,52 @@ pub struct EmbeddedAgents {
     llms: BTreeMap<String, Arc<dyn Llm>>,
     piper: Arc<dyn Tts>,
     espeak: Arc<dyn Tts>,
+    /// How many sessions the models carry.
+    admission: Admission,
+    /// The embedded language model (what the sidecar's chat endpoint serves).
+    embedded_llm: Arc<dyn Llm>,
+    /// The platform sidecar, once it is up: knowledge and events of every session.
+    platform: std::sync::OnceLock<PlatformClient>,
+}
+
+/// The sidecar's AI backends on freshly loaded embedded models (`dartmouth platform` alone).
+pub fn load_backends(store: &ModelStore) -> anyhow::Result<dartmouth_platform::ai::Backends> {
+    let stt: Arc<dyn Stt> = Arc::new(MoonshineProvider::load(store)?);
+    let llm: Arc<dyn Llm> = Arc::new(EmbeddedLlmProvider::load(store, Default::default())?);
+    let piper: Arc<dyn Tts> = Arc::new(PiperProvider::load(store)?);
+    let espeak: Arc<dyn Tts> = Arc::new(EspeakProvider::new("en-us")?);
+    Ok(crate::platform_link::backends(
+        stt,
+        llm,
+        vec![("piper".into(), piper), ("espeak".into(), espeak)],
+    ))
 }
 
 impl EmbeddedAgents {
+    /// The sidecar's AI backends on these agents' models (shared, not loaded twice).
+    pub fn backends(&self) -> dartmouth_platform::ai::Backends {
+        crate::platform_link::backends(
+            self.stt.clone(),
+            self.embedded_llm.clone(),
+            vec![
+                ("piper".into(), self.piper.clone()),
+                ("espeak".into(), self.espeak.clone()),
+            ],
+        )
+    }
+
+    /// Sessions started from now on retrieve knowledge from and report events to `platform`.
+    pub fn set_platform(&self, platform: PlatformClient) {
+        let _ = self.platform.set(platform);
+    }
+
     /// Loads the shared models (a few seconds) and checks the per-session ones load.
     pub fn load(
         store: ModelStore,
         profiles: BTreeMap<String, AgentProfile>,
         default_agent: &str,
         room_agents: BTreeMap<String, String>,
+        max_sessions: usize,
     ) -> anyhow::Result<Self> {
         let stt: Arc<dyn Stt> = Arc::new(MoonshineProvider::load(&store)?);
         let llm: Arc<dyn Llm> = Arc::new(EmbeddedLlmProvider::load(&store, Default::default())?);
@@ -57,8 +100,30 @@ impl EmbeddedAgents {
         }
         let piper: Arc<dyn Tts> = Arc::new(PiperProvider::load(&store)?);
         let espeak: Arc<dyn Tts> = Arc::new(EspeakProvider::new("en-us")?);
+        let listening = ListeningService::start(&store).context("loading the listening models")?;
+        let capacity = if max_sessions == 0 {
+            default_capacity()
+        } else {
+            max_sessions
+        };
+        let models: Vec<(String, LoadSource)> = vec![
+            (stt.name().to_string(), {
+                let stt = stt.clone();
+                Arc::new(move || stt.scheduler_load())
+            }),
+            (llm.name().to_string(), {
+                let llm = llm.clone();
+                Arc::new(move || llm.scheduler_load())
+            }),
+            (piper.name().to_string(), {
+                let piper = piper.clone();
+                Arc::new(move || piper.scheduler_load())
+            }),
+        ];
+        let admission = Admission::new(capacity, DEFAULT_ADMISSION_BUDGET, models);
         let agents = Self {
-            store,
+            admission,
+            listening,
             profiles,
             default_agent: (default_agent != "none").then(|| default_agent.to_string()),
             room_agents,
@@ -66,18 +131,10 @@ impl EmbeddedAgents {
             llms,
             piper,
             espeak,
+            embedded_llm: llm,
+            platform: std::sync::OnceLock::new(),
         };
-        agents.ingest().context("loading the listening models")?;
         Ok(agents)
-    }
-
-    fn ingest(&self) -> anyhow::Result<Ingest> {
-        Ok(Ingest::new(
-            SileroVad::load(&self.store)?,
-            Box::new(SmartTurn::load(&self.store)?),
-            VadConfig::default(),
-            TurnConfig::default(),
-        ))
     }
 }
 
@@ -100,12 +157,16 @@ impl AgentFactory for EmbeddedAgents {
         }
     }
 
-    fn start(&self, name: &str, output: AgentOutput) -> Result<AgentSession, String> {
+    fn start(&self, request: &AgentRequest) -> Result<AgentSession, AgentRefusal> {
+        let (name, output) = (request.agent.as_str(), request.output);
+        let admitted = self
+            .admission
+            .try_admit()
+            .map_err(|refusal| AgentRefusal::Unavailable(refusal.to_string()))?;
         let profile = self
             .profiles
             .get(name)
-            .ok_or_else(|| format!("no agent named {name:?}"))?;
-        let ingest = self.ingest().map_err(|e| format!("{e:#}"))?;
+            .ok_or_else(|| AgentRefusal::Failed(format!("no agent named {name:?}")))?;
         let tts = match profile.voice.as_str() {
             "espeak" => self.espeak.clone(),
             _ => self.piper.clone(),
@@ -113,22 +174,43 @@ impl AgentFactory for EmbeddedAgents {
         let config = AgentConfig {
             system_prompt: profile.system_prompt.clone(),
             max_tokens: profile.max_tokens,
-            output_rate: OUTPUT_RATE,
+            output_rate: if request.output_rate == 0 {
+                OUTPUT_RATE
+            } else {
+                request.output_rate
+            },
             speech_output: output == AgentOutput::Audio,
+            onset_hold: !request.echo_path,
             preemptive_answer: profile.preemptive_answer,
+            listening: ListenConfig {
+                turn: TurnConfig::with_eagerness(profile.eagerness),
+                ..ListenConfig::default()
+            },
             ..AgentConfig::default()
         };
-        let llm = self
-            .llms
-            .get(name)
-            .cloned()
-            .ok_or_else(|| format!("no language model for agent {name:?}"))?;
-        let providers = Providers {
-            stt: self.stt.clone(),
-            llm,
-            tts,
-        };
-        Ok(AgentSession::start(config, providers, ingest))
+        let llm =
+            self.llms.get(name).cloned().ok_or_else(|| {
+                AgentRefusal::Failed(format!("no language model for agent {name:?}"))
+            })?;
+        let mut providers = Providers::new(self.stt.clone(), llm, tts);
+        if let Some(platform) = self.platform.get() {
+            providers.knowledge = Some(Arc::new(PlatformKnowledge::new(platform.clone(), name)));
+            providers.observer = Some(PlatformObserver::start(
+                platform.clone(),
+                name,
+                &request.room,
+                &request.identity,
+            ));
+            // Only a remote model calls functions; the embedded one answers from its prompt.
+            if !profile.llm_url.is_empty() {
+                providers.tools = Some(Arc::new(AskAgent::new(platform.clone(), name)));
+            }
+        }
+        Ok(AgentSession::start(config, providers, &self.listening).with_admission(admitted))
+    }
+
+    fn capacity(&self) -> Option<AdmissionState> {
+        Some(self.admission.state())
     }
 }
 

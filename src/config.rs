@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use dartmouth_models::{Asset, ModelStore};
+use dartmouth_voice::turn::Eagerness;
 use serde::{Deserialize, Serialize};
 use toml::Value;
 
@@ -30,6 +31,53 @@ pub struct Config {
     pub models: ModelsConfig,
     /// Voice agents clients can bring into a room, by name.
     pub agents: BTreeMap<String, AgentProfile>,
+    /// The SFU: audio slots per subscriber and publisher policing.
+    pub media: MediaSection,
+    /// The SIP bridge (off unless `sip.listen` or `serve --sip` is set).
+    pub sip: dartmouth_signaling::sip::SipSettings,
+}
+
+/// `[media]`: the selective forwarding unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaSection {
+    /// Audio slots per subscriber: the top-N speakers it hears at once (WHEP: 1).
+    pub max_slots: usize,
+    /// Police publishers (drop packets beyond the rates below).
+    pub policing: bool,
+    /// Sustained packets per second a publisher may send.
+    pub max_packets_per_sec: u32,
+    /// Sustained payload bits per second a publisher may send.
+    pub max_bitrate: u32,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        let defaults = dartmouth_media::MediaConfig::default();
+        Self {
+            max_slots: defaults.max_slots,
+            policing: defaults.policing.enabled,
+            max_packets_per_sec: defaults.policing.max_packets_per_sec,
+            max_bitrate: defaults.policing.max_bitrate,
+        }
+    }
+}
+
+impl MediaSection {
+    /// The media core's settings.
+    pub fn core_config(&self) -> dartmouth_media::MediaConfig {
+        let defaults = dartmouth_media::MediaConfig::default();
+        dartmouth_media::MediaConfig {
+            max_slots: self.max_slots,
+            policing: dartmouth_media::PolicingConfig {
+                enabled: self.policing,
+                max_packets_per_sec: self.max_packets_per_sec,
+                max_bitrate: self.max_bitrate,
+                ..defaults.policing
+            },
+            ..defaults
+        }
+    }
 }
 
 impl Default for Config {
@@ -40,6 +88,8 @@ impl Default for Config {
             log: LogConfig::default(),
             models: ModelsConfig::default(),
             agents: default_agents(),
+            media: MediaSection::default(),
+            sip: Default::default(),
         }
     }
 }
@@ -69,6 +119,9 @@ pub struct AgentProfile {
     /// until the turn ends there, and dropped if the person goes on). Lowers latency by the
     /// end-of-turn wait; turn it off where each LLM call costs money.
     pub preemptive_answer: bool,
+    /// How readily a pause ends the caller's turn: `low` (waits for people who pause to
+    /// think), `normal` or `high` (answers sooner, cuts in more often).
+    pub eagerness: Eagerness,
 }
 
 impl Default for AgentProfile {
@@ -83,6 +136,7 @@ impl Default for AgentProfile {
             llm_model: String::new(),
             llm_api_key_env: String::new(),
             preemptive_answer: true,
+            eagerness: Eagerness::Normal,
         }
     }
 }
@@ -116,6 +170,9 @@ pub struct ServerConfig {
     pub public_ip: String,
     /// URL of a remote platform sidecar; empty starts one in-process on `platform.http`.
     pub platform_url: String,
+    /// API key (`dk_…`, developer role) the gateway presents to a remote platform sidecar;
+    /// with the in-process sidecar a fresh one is made at every start.
+    pub platform_api_key: String,
     /// Secret that signs and verifies room tokens (HS256); empty: a random development key is
     /// made at startup and `POST /api/token` is enabled.
     pub token_secret: String,
@@ -125,6 +182,87 @@ pub struct ServerConfig {
     pub default_agent: String,
     /// Per-room agents overriding `default_agent`: `room_agents = { lobby = "none", support = "robot" }`.
     pub room_agents: BTreeMap<String, String>,
+    /// Agent sessions this machine carries at once; more are refused with `unavailable` (503
+    /// for WHIP). 0: the measured default for the embedded models (see `dartmouth bench load`).
+    pub max_agent_sessions: usize,
+    /// Per-address limits at the gateway's doors (`[server.limits]`).
+    pub limits: ClientLimits,
+    /// PEM certificate chain: serve HTTPS/WSS (with `tls_key`). Empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// Serve HTTPS with a self-signed development certificate made under `$DARTMOUTH_HOME/tls`
+    /// (browsers allow the microphone only in a secure context, so this lets the demo work from
+    /// another machine).
+    pub tls_self_signed: bool,
+}
+
+/// Per-address limits: what an unauthenticated or greedy client may hold or do
+/// (see `dartmouth_signaling::limits`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientLimits {
+    /// WebSockets one address may hold open before their token verified.
+    pub pending_per_ip: usize,
+    /// WebSockets the gateway holds open before their token verified, from all addresses.
+    pub pending_total: usize,
+    /// Milliseconds a WebSocket has to send a join whose token verifies.
+    pub join_deadline_ms: u64,
+    /// WebSockets plus WHIP/WHEP sessions one address may hold at once.
+    pub connections_per_ip: usize,
+    /// New WebSockets per minute from one address.
+    pub connects_per_minute: u32,
+    /// Join attempts per minute from one address.
+    pub joins_per_minute: u32,
+    /// WHIP/WHEP session requests per minute from one address.
+    pub whip_per_minute: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        let d = dartmouth_signaling::limits::LimitsConfig::default();
+        Self {
+            pending_per_ip: d.pending_per_ip,
+            pending_total: d.pending_total,
+            join_deadline_ms: d.join_deadline.as_millis() as u64,
+            connections_per_ip: d.connections_per_ip,
+            connects_per_minute: d.connects_per_minute,
+            joins_per_minute: d.joins_per_minute,
+            whip_per_minute: d.http_sessions_per_minute,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The certificate to serve the gateway with, if TLS is on (the self-signed one is made
+    /// under `home` when asked for).
+    pub fn tls_files(&self, home: &Path) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+        if self.tls_self_signed {
+            let host = self.http.rsplit_once(':').map_or("", |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let names = [host.to_string(), self.public_ip.clone()];
+            return crate::tls::self_signed(home, &names).map(Some);
+        }
+        Ok((!self.tls_cert.is_empty()).then(|| crate::tls::TlsFiles {
+            cert: PathBuf::from(&self.tls_cert),
+            key: PathBuf::from(&self.tls_key),
+        }))
+    }
+}
+
+impl ClientLimits {
+    /// The signaling crate's form.
+    pub fn to_signaling(&self) -> dartmouth_signaling::limits::LimitsConfig {
+        dartmouth_signaling::limits::LimitsConfig {
+            pending_per_ip: self.pending_per_ip,
+            pending_total: self.pending_total,
+            join_deadline: std::time::Duration::from_millis(self.join_deadline_ms),
+            connections_per_ip: self.connections_per_ip,
+            connects_per_minute: self.connects_per_minute,
+            joins_per_minute: self.joins_per_minute,
+            http_sessions_per_minute: self.whip_per_minute,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -134,10 +272,16 @@ impl Default for ServerConfig {
             media_udp: "127.0.0.1:5004".into(),
             public_ip: String::new(),
             platform_url: String::new(),
+            platform_api_key: String::new(),
             token_secret: String::new(),
             dev_tokens: false,
             default_agent: "assistant".into(),
             room_agents: BTreeMap::new(),
+            max_agent_sessions: 0,
+            limits: ClientLimits::default(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_self_signed: false,
         }
     }
 }
@@ -148,6 +292,10 @@ impl Default for ServerConfig {
 pub struct PlatformSection {
     /// HTTP listener of the sidecar (loopback by default: it is an internal API).
     pub http: String,
+    /// PEM certificate chain: serve the sidecar over HTTPS (with `tls_key`).
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
     /// Everything else: database, tokens, limits, storage.
     #[serde(flatten)]
     pub service: dartmouth_platform::PlatformConfig,
@@ -157,6 +305,8 @@ impl Default for PlatformSection {
     fn default() -> Self {
         Self {
             http: "127.0.0.1:8081".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
             service: dartmouth_platform::PlatformConfig {
                 data_dir: dartmouth_models::default_home().join("platform"),
                 ..dartmouth_platform::PlatformConfig::default()
@@ -257,6 +407,17 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        for (section, cert, key) in [
+            ("server", &self.server.tls_cert, &self.server.tls_key),
+            ("platform", &self.platform.tls_cert, &self.platform.tls_key),
+        ] {
+            if cert.is_empty() != key.is_empty() {
+                bail!("{section}.tls_cert and {section}.tls_key go together: set both or neither");
+            }
+        }
+        if self.server.tls_self_signed && !self.server.tls_cert.is_empty() {
+            bail!("server.tls_self_signed and server.tls_cert exclude each other");
+        }
         for (name, agent) in &self.agents {
             if !matches!(agent.voice.as_str(), "piper" | "espeak") {
                 bail!(
@@ -282,9 +443,22 @@ impl Config {
                 bail!("server.room_agents: room `{room}` names unknown agent `{agent}`");
             }
         }
+        if !(1..=dartmouth_media::core::MAX_SLOTS).contains(&self.media.max_slots) {
+            bail!(
+                "media.max_slots must be 1-{}",
+                dartmouth_media::core::MAX_SLOTS
+            );
+        }
         let default = &self.server.default_agent;
         if default != "none" && !self.agents.contains_key(default) {
             bail!("server.default_agent `{default}` is not one of [agents.*]");
+        }
+        self.sip.validate().map_err(anyhow::Error::msg)?;
+        for rule in &self.sip.dial_plan {
+            let agent = rule.agent.as_str();
+            if !matches!(agent, "" | "none" | "echo") && !self.agents.contains_key(agent) {
+                bail!("sip.dial_plan: unknown agent `{agent}`");
+            }
         }
         for key in self.models.paths.keys() {
             if Asset::from_key(key).is_none() {
@@ -322,6 +496,9 @@ impl Config {
     pub fn to_toml_redacted(&self) -> String {
         const REDACTED: &str = "<redacted>";
         let mut shown = self.clone();
+        if !shown.server.platform_api_key.is_empty() {
+            shown.server.platform_api_key = REDACTED.into();
+        }
         if !shown.server.token_secret.is_empty() {
             shown.server.token_secret = REDACTED.into();
         }
@@ -468,6 +645,39 @@ mod tests {
         let err = Config::from_sources(Some("[agents.x]\nllm_url = \"http://x\"\n"), env(&[]))
             .unwrap_err();
         assert!(format!("{err:#}").contains("llm_model"), "{err:#}");
+    }
+
+    #[test]
+    fn client_limits_are_configurable_under_server() {
+        let config = Config::from_sources(
+            Some("[server.limits]\npending_per_ip = 3\n"),
+            env(&[("DARTMOUTH_SERVER__LIMITS__JOIN_DEADLINE_MS", "1500")]),
+        )
+        .unwrap();
+        let limits = config.server.limits.to_signaling();
+        assert_eq!(limits.pending_per_ip, 3);
+        assert_eq!(limits.join_deadline, std::time::Duration::from_millis(1500));
+        assert_eq!(limits.pending_total, ClientLimits::default().pending_total);
+    }
+
+    #[test]
+    fn tls_needs_both_files_or_self_signed() {
+        let err =
+            Config::from_sources(Some("[server]\ntls_cert = \"/x.crt\"\n"), env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("tls_key"), "{err:#}");
+        let config = Config::from_sources(
+            None,
+            env(&[
+                ("DARTMOUTH_PLATFORM__TLS_CERT", "/p.crt"),
+                ("DARTMOUTH_PLATFORM__TLS_KEY", "/p.key"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.platform.tls_key, "/p.key");
+        assert_eq!(
+            config.server.tls_files(Path::new("/nonexistent")).unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct GatewayState {
     pub models: ModelStore,
     /// Prometheus exposition of the process's metrics (`None`: no exporter installed).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The agents, for their capacity and model load (`None`: no agents).
+    pub agents: Option<dartmouth_signaling::agent::SharedAgentFactory>,
 }
 
 /// The gateway's routes, with the signaling routes merged in when a gateway is given.
@@ -99,7 +101,8 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready when every embedded model file is in place (existence only: checksums are checked by
-/// `dartmouth models list`, not on every probe).
+/// `dartmouth models list`, not on every probe). Also reports the agents' capacity, whether a new
+/// agent session would be admitted now, and each model's queue by priority class.
 async fn readyz(State(state): State<Arc<GatewayState>>) -> impl IntoResponse {
     let missing: Vec<&str> = Asset::all()
         .filter(|asset| !state.models.path(*asset).is_file())
@@ -110,22 +113,88 @@ async fn readyz(State(state): State<Arc<GatewayState>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let agents = state
+        .agents
+        .as_ref()
+        .and_then(|agents| agents.capacity())
+        .map(|capacity| {
+            let models: Vec<_> = capacity
+                .models
+                .iter()
+                .map(|m| {
+                    json!({
+                        "model": m.model,
+                        "queued": {
+                            "critical": m.load.queued[0],
+                            "speculative": m.load.queued[1],
+                            "opportunistic": m.load.queued[2],
+                        },
+                        "busy": m.load.busy,
+                        "critical_wait_ms": m.load.critical_wait.as_millis() as u64,
+                    })
+                })
+                .collect();
+            json!({
+                "capacity": capacity.capacity,
+                "active": capacity.active,
+                "accepting": capacity.accepting,
+                "models": models,
+            })
+        });
     (
         status,
-        axum::Json(json!({ "ready": missing.is_empty(), "missing_models": missing })),
+        axum::Json(json!({
+            "ready": missing.is_empty(),
+            "missing_models": missing,
+            "agents": agents,
+        })),
     )
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// `Strict-Transport-Security` sent over TLS: one year, this host only.
+const HSTS: &str = "max-age=31536000";
+
+async fn strict_transport_security(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        header::HeaderValue::from_static(HSTS),
+    );
+    response
+}
+
+/// Serves the gateway on `listener` (over TLS with `tls`) until `shutdown` resolves, then drains
+/// in-flight requests.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     state: GatewayState,
     signaling: Option<Arc<dartmouth_signaling::Gateway>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(state, signaling))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    use axum::serve::ListenerExt;
+    // Connect info gives the signaling routes each client's address for per-address limits.
+    let app = router(state, signaling);
+    match tls {
+        None => {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
+        Some(config) => {
+            let app = app
+                .layer(axum::middleware::from_fn(strict_transport_security))
+                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let listener = crate::tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
+    }
     Ok(())
 }
 
@@ -141,6 +210,7 @@ mod tests {
             GatewayState {
                 models: ModelStore::new(dir),
                 metrics: None,
+                agents: None,
             },
             None,
         )

@@ -8,7 +8,7 @@ use anyhow::bail;
 use dartmouth_models::ModelStore;
 use dartmouth_voice::embedded::MoonshineProvider;
 use dartmouth_voice::frame::i16_to_f32;
-use dartmouth_voice::provider::{CancellationToken, Stt, SttEvent};
+use dartmouth_voice::provider::{CancellationToken, Stt, SttEvent, SttRequest};
 use dartmouth_voice::resample::resample_all;
 
 /// Longest piece handed to the recogniser at once, in seconds.
@@ -36,7 +36,7 @@ pub fn transcribe(store: &ModelStore, input: &Path) -> anyhow::Result<()> {
     for piece in audio.chunks(PIECE_SECONDS * STT_RATE as usize) {
         let piece: Arc<[f32]> = Arc::from(piece);
         let text = runtime.block_on(async {
-            let mut stream = stt.transcribe(piece, CancellationToken::new());
+            let mut stream = stt.transcribe(SttRequest::new(piece), CancellationToken::new());
             while let Some(event) = stream.recv().await {
                 match event {
                     SttEvent::Final(text) => return Ok(text),

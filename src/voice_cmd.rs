@@ -11,10 +11,8 @@ use dartmouth_voice::embedded::{
     EmbeddedLlmProvider, EspeakProvider, MoonshineProvider, PiperProvider, WhisperProvider,
 };
 use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION};
-use dartmouth_voice::ingest::Ingest;
-use dartmouth_voice::provider::{CancellationToken, Stt, Tts, TtsEvent};
-use dartmouth_voice::turn::{SmartTurn, TurnConfig};
-use dartmouth_voice::vad::{SileroVad, VadConfig};
+use dartmouth_voice::listening::ListeningService;
+use dartmouth_voice::provider::{CancellationToken, Stt, Tts, TtsEvent, TtsRequest};
 
 /// Which speech-to-text engine the CLI runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -56,7 +54,7 @@ pub fn say(store: &ModelStore, text: &str, out: &Path, voice: TtsChoice) -> anyh
     let tts = tts_provider(store, voice)?;
     let started = Instant::now();
     let samples = runtime()?.block_on(async {
-        let mut stream = tts.synthesize(text.to_string(), CancellationToken::new());
+        let mut stream = tts.synthesize(TtsRequest::new(text), CancellationToken::new());
         let mut samples = Vec::new();
         while let Some(event) = stream.recv().await {
             match event {
@@ -107,12 +105,7 @@ pub fn converse(
     };
     let llm = Arc::new(EmbeddedLlmProvider::load(store, Default::default())?);
     let tts = tts_provider(store, options.tts)?;
-    let ingest = Ingest::new(
-        SileroVad::load(store)?,
-        Box::new(SmartTurn::load(store)?),
-        VadConfig::default(),
-        TurnConfig::default(),
-    );
+    let listening = ListeningService::start(store)?;
     let mut config = AgentConfig {
         output_rate: 24_000,
         ..AgentConfig::default()
@@ -123,7 +116,7 @@ pub fn converse(
     let output_rate = config.output_rate;
     let fast = options.fast;
     let (answer, records) = runtime()?.block_on(async move {
-        let mut session = AgentSession::start(config, Providers { stt, llm, tts }, ingest);
+        let mut session = AgentSession::start(config, Providers::new(stt, llm, tts), &listening);
         let frame_len = (rate as usize * FRAME_DURATION.as_millis() as usize) / 1000;
         // Two seconds of silence after the question let the end-of-turn detector decide.
         let mut padded = samples;
@@ -197,8 +190,14 @@ fn drain_events(session: &mut AgentSession, records: &mut Vec<TurnRecord>) {
             AgentEvent::AgentSpeech { text, .. } => println!("agent: {text}"),
             AgentEvent::Interrupted { heard, .. } => println!("(interrupted; heard: {heard})"),
             AgentEvent::Error(e) => eprintln!("error: {e}"),
+            AgentEvent::TurnFailed { stage, reason, .. } => {
+                eprintln!("the turn was not answered ({stage}): {reason}")
+            }
             AgentEvent::TurnComplete(record) => records.push(*record),
-            AgentEvent::State(_) | AgentEvent::Resumed { .. } | AgentEvent::UserPartial { .. } => {}
+            AgentEvent::State(_)
+            | AgentEvent::Resumed { .. }
+            | AgentEvent::Backchannel { .. }
+            | AgentEvent::UserPartial { .. } => {}
         }
     }
 }

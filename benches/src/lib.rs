@@ -7,3 +7,4 @@ pub mod pipeline;
 pub mod report;
 pub mod stats;
 pub mod timing;
+pub mod turns;

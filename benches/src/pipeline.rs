@@ -19,7 +19,8 @@ use dartmouth_voice::embedded::{
 };
 use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION, f32_to_i16, i16_to_f32};
 use dartmouth_voice::ingest::Ingest;
-use dartmouth_voice::provider::{CancellationToken, Tts, TtsEvent};
+use dartmouth_voice::listening::ListeningService;
+use dartmouth_voice::provider::{CancellationToken, Tts, TtsEvent, TtsRequest};
 use dartmouth_voice::resample::resample_all;
 use dartmouth_voice::text::word_error_rate;
 use dartmouth_voice::turn::{SmartTurn, TurnConfig};
@@ -90,7 +91,7 @@ fn load<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<T, BenchError> 
 
 /// Loaded models and the spoken inputs.
 struct Bench {
-    store: ModelStore,
+    listening: ListeningService,
     providers: Providers,
     recorder: Recorder,
     pace: Duration,
@@ -105,21 +106,21 @@ pub async fn run(
     let listening_cost_per_second = listening_cost(store, &questions)?;
     let recorder = Recorder::default();
     let bench = Bench {
-        store: store.clone(),
-        providers: Providers {
-            stt: Arc::new(TimedStt(
+        listening: load(ListeningService::start(store))?,
+        providers: Providers::new(
+            Arc::new(TimedStt(
                 Arc::new(load(MoonshineProvider::load(store))?),
                 recorder.clone(),
             )),
-            llm: Arc::new(TimedLlm(
+            Arc::new(TimedLlm(
                 Arc::new(load(EmbeddedLlmProvider::load(store, Default::default()))?),
                 recorder.clone(),
             )),
-            tts: Arc::new(TimedTts(
+            Arc::new(TimedTts(
                 Arc::new(load(PiperProvider::load(store))?),
                 recorder.clone(),
             )),
-        },
+        ),
         recorder,
         pace: if options.fast {
             FAST_PACE
@@ -189,13 +190,11 @@ pub async fn run(
 
 impl Bench {
     fn session(&self, config: AgentConfig) -> Result<AgentSession, BenchError> {
-        let ingest = Ingest::new(
-            load(SileroVad::load(&self.store))?,
-            Box::new(load(SmartTurn::load(&self.store))?),
-            VadConfig::default(),
-            TurnConfig::default(),
-        );
-        Ok(AgentSession::start(config, self.providers.clone(), ingest))
+        Ok(AgentSession::start(
+            config,
+            self.providers.clone(),
+            &self.listening,
+        ))
     }
 
     /// Asks one question and waits for the answer to finish playing.
@@ -386,7 +385,7 @@ async fn synthesize(texts: &[&str]) -> Result<Vec<Vec<i16>>, BenchError> {
     let tts = EspeakProvider::new("en-us").map_err(|e| BenchError::Speech(e.to_string()))?;
     let mut out = Vec::new();
     for text in texts {
-        let mut stream = tts.synthesize(text.to_string(), CancellationToken::new());
+        let mut stream = tts.synthesize(TtsRequest::new(*text), CancellationToken::new());
         let mut samples = Vec::new();
         while let Some(event) = stream.recv().await {
             match event {
@@ -410,7 +409,7 @@ fn listening_cost(store: &ModelStore, questions: &[Vec<i16>]) -> Result<Duration
         load(SileroVad::load(store))?,
         Box::new(load(SmartTurn::load(store))?),
         VadConfig::default(),
-        TurnConfig::default(),
+        TurnConfig::default().without_transcripts(),
     );
     let mut audio = Vec::new();
     while audio.len() < CLIENT_RATE as usize * 60 {

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use dartmouth_voice::provider::{
-    CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, Stt, SttEvent, Tts, TtsEvent,
-    event_channel,
+    CancellationToken, EventStream, Llm, LlmEvent, LlmRequest, Stt, SttEvent, SttRequest, Tts,
+    TtsEvent, TtsRequest, event_channel,
 };
 
 /// One provider job: when it was started and when its first result arrived.
@@ -114,18 +114,9 @@ impl Stt for TimedStt {
         self.0.name()
     }
 
-    fn transcribe(&self, audio: Arc<[f32]>, cancel: CancellationToken) -> EventStream<SttEvent> {
-        self.transcribe_with_draft(audio, None, cancel)
-    }
-
-    fn transcribe_with_draft(
-        &self,
-        audio: Arc<[f32]>,
-        draft: Option<Arc<str>>,
-        cancel: CancellationToken,
-    ) -> EventStream<SttEvent> {
+    fn transcribe(&self, request: SttRequest, cancel: CancellationToken) -> EventStream<SttEvent> {
         let index = self.1.start(Kind::Stt);
-        let inner = self.0.transcribe_with_draft(audio, draft, cancel);
+        let inner = self.0.transcribe(request, cancel);
         self.1
             .forward(Kind::Stt, index, inner, |e| matches!(e, SttEvent::Final(_)))
     }
@@ -157,9 +148,9 @@ impl Tts for TimedTts {
         self.0.sample_rate()
     }
 
-    fn synthesize(&self, text: String, cancel: CancellationToken) -> EventStream<TtsEvent> {
+    fn synthesize(&self, request: TtsRequest, cancel: CancellationToken) -> EventStream<TtsEvent> {
         let index = self.1.start(Kind::Tts);
-        let inner = self.0.synthesize(text, cancel);
+        let inner = self.0.synthesize(request, cancel);
         self.1
             .forward(Kind::Tts, index, inner, |e| matches!(e, TtsEvent::Audio(_)))
     }
