@@ -7,6 +7,7 @@ use std::time::Duration;
 use dartmouth_signaling::agent::SharedAgentFactory;
 use dartmouth_signaling::proto::{ServerMessage, TurnLatency};
 
+use crate::impair::ImpairProfile;
 use crate::{CallOptions, RtcClient, TestGateway, speak_48k};
 
 /// Questions asked, in turn (cycled).
@@ -30,6 +31,8 @@ pub struct WebrtcBenchOptions {
     pub turns: usize,
     /// Idle sessions opened to measure memory per session.
     pub idle_sessions: usize,
+    /// Media through an impairing relay ([`ImpairProfile::named`]).
+    pub impair: Option<ImpairProfile>,
 }
 
 impl Default for WebrtcBenchOptions {
@@ -37,6 +40,7 @@ impl Default for WebrtcBenchOptions {
         Self {
             turns: 20,
             idle_sessions: 40,
+            impair: None,
         }
     }
 }
@@ -62,6 +66,7 @@ pub async fn run_webrtc(agents: SharedAgentFactory, options: WebrtcBenchOptions)
             CallOptions {
                 speech,
                 limit: Duration::from_secs(40),
+                impair: options.impair.clone(),
                 ..CallOptions::default()
             },
         )
@@ -90,9 +95,17 @@ pub async fn run_webrtc(agents: SharedAgentFactory, options: WebrtcBenchOptions)
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "WebRTC voice-to-voice ({} turns, {} answered; str0m client on loopback, Opus 20 ms)\n",
+        "WebRTC voice-to-voice ({} turns, {} answered; str0m client on loopback, Opus 20 ms; {})\n",
         options.turns,
-        client_v2v.len()
+        client_v2v.len(),
+        match &options.impair {
+            Some(profile) => format!(
+                "network: {} through the impairment relay, {} ms of mean added delay",
+                profile.name,
+                profile.mean_added_delay().as_millis()
+            ),
+            None => "network: direct".into(),
+        }
     );
     let _ = writeln!(
         out,

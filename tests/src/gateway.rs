@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use dartmouth_models::ModelStore;
 use dartmouth_signaling::agent::SharedAgentFactory;
+use dartmouth_signaling::limits::LimitsConfig;
 use dartmouth_signaling::proto::AgentOutput;
-use dartmouth_signaling::{AgentFactory, AgentInfo, Gateway, Grants, TokenKeys};
+use dartmouth_signaling::{
+    AgentFactory, AgentInfo, AgentRefusal, AgentRequest, Gateway, Grants, TokenKeys,
+};
+use dartmouth_voice::admission::{Admission, DEFAULT_ADMISSION_BUDGET, LoadSource};
 use dartmouth_voice::agent::{AgentConfig, AgentSession, Providers};
 use dartmouth_voice::embedded::{EmbeddedLlmProvider, EspeakProvider, MoonshineProvider};
-use dartmouth_voice::ingest::Ingest;
+use dartmouth_voice::listening::ListeningService;
 use dartmouth_voice::provider::{Llm, Stt, Tts};
-use dartmouth_voice::turn::{SmartTurn, TurnConfig};
-use dartmouth_voice::vad::{SileroVad, VadConfig};
 use tokio::sync::watch;
 
 /// Secret the test gateway signs tokens with.
@@ -34,13 +36,20 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway with `agents` on 127.0.0.1 (random ports).
     pub async fn start(agents: SharedAgentFactory) -> Self {
+        Self::start_with_limits(agents, LimitsConfig::default()).await
+    }
+
+    /// [`TestGateway::start`] with other per-address limits. Clients may connect from any source
+    /// address of 127.0.0.0/8, so a test can be several clients by address.
+    pub async fn start_with_limits(agents: SharedAgentFactory, limits: LimitsConfig) -> Self {
         let (media, driver) =
             dartmouth_media::driver::bind("127.0.0.1:0".parse().expect("addr"), None)
                 .await
                 .expect("binding the media socket");
         let keys = TokenKeys::new(TEST_SECRET);
         let (stop, stopped) = watch::channel(false);
-        let gateway = Gateway::new(media, keys.clone(), agents, true, stopped.clone());
+        let gateway =
+            Gateway::with_limits(media, keys.clone(), agents, true, stopped.clone(), limits);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding HTTP");
@@ -48,6 +57,7 @@ impl TestGateway {
         let app = dartmouth_signaling::routes(gateway.clone());
         let mut stop_http = stopped.clone();
         let server = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stop_http.wait_for(|s| *s).await;
@@ -106,25 +116,47 @@ impl TestGateway {
 /// One agent, `test`, on the embedded models with the espeak-ng voice (fast to synthesise);
 /// `None` (test skips) when the models are not provisioned.
 pub struct EmbeddedTestAgent {
-    store: ModelStore,
+    listening: ListeningService,
+    admission: Admission,
     stt: Arc<dyn Stt>,
     llm: Arc<dyn Llm>,
     tts: Arc<dyn Tts>,
 }
 
 impl EmbeddedTestAgent {
-    /// Loads the models, or `None` with a printed reason.
+    /// Loads the models, or `None` with a printed reason. Admits any number of sessions.
     pub fn load() -> Option<Arc<Self>> {
+        Self::load_with_capacity(usize::MAX)
+    }
+
+    /// Like [`EmbeddedTestAgent::load`], admitting at most `capacity` sessions at once (and
+    /// none while a model is saturated), as the gateway does.
+    pub fn load_with_capacity(capacity: usize) -> Option<Arc<Self>> {
         let store = ModelStore::from_env();
         let loaded = (|| -> Result<Self, String> {
+            let stt: Arc<dyn Stt> =
+                Arc::new(MoonshineProvider::load(&store).map_err(|e| e.to_string())?);
+            let llm: Arc<dyn Llm> = Arc::new(
+                EmbeddedLlmProvider::load(&store, Default::default()).map_err(|e| e.to_string())?,
+            );
+            let tts: Arc<dyn Tts> =
+                Arc::new(EspeakProvider::new("en-us").map_err(|e| e.to_string())?);
+            let models: Vec<(String, LoadSource)> = vec![
+                ("stt".into(), {
+                    let stt = stt.clone();
+                    Arc::new(move || stt.scheduler_load())
+                }),
+                ("llm".into(), {
+                    let llm = llm.clone();
+                    Arc::new(move || llm.scheduler_load())
+                }),
+            ];
             Ok(Self {
-                stt: Arc::new(MoonshineProvider::load(&store).map_err(|e| e.to_string())?),
-                llm: Arc::new(
-                    EmbeddedLlmProvider::load(&store, Default::default())
-                        .map_err(|e| e.to_string())?,
-                ),
-                tts: Arc::new(EspeakProvider::new("en-us").map_err(|e| e.to_string())?),
-                store: store.clone(),
+                admission: Admission::new(capacity, DEFAULT_ADMISSION_BUDGET, models),
+                stt,
+                llm,
+                tts,
+                listening: ListeningService::start(&store).map_err(|e| e.to_string())?,
             })
         })();
         match loaded {
@@ -147,25 +179,50 @@ impl AgentFactory for EmbeddedTestAgent {
     fn default_agent(&self, _room: &str) -> Option<String> {
         Some("test".into())
     }
-    fn start(&self, _name: &str, output: AgentOutput) -> Result<AgentSession, String> {
-        let ingest = Ingest::new(
-            SileroVad::load(&self.store).map_err(|e| e.to_string())?,
-            Box::new(SmartTurn::load(&self.store).map_err(|e| e.to_string())?),
-            VadConfig::default(),
-            TurnConfig::default(),
-        );
+    fn start(&self, request: &AgentRequest) -> Result<AgentSession, AgentRefusal> {
+        let admitted = self
+            .admission
+            .try_admit()
+            .map_err(|refusal| AgentRefusal::Unavailable(refusal.to_string()))?;
         let config = AgentConfig {
             system_prompt: "You are a helpful voice assistant. Answer in one short sentence."
                 .into(),
             max_tokens: 40,
-            speech_output: output == AgentOutput::Audio,
+            output_rate: request.output_rate,
+            speech_output: request.output == AgentOutput::Audio,
+            onset_hold: !request.echo_path,
             ..AgentConfig::default()
         };
-        let providers = Providers {
-            stt: self.stt.clone(),
-            llm: self.llm.clone(),
-            tts: self.tts.clone(),
-        };
-        Ok(AgentSession::start(config, providers, ingest))
+        let providers = Providers::new(self.stt.clone(), self.llm.clone(), self.tts.clone());
+        Ok(AgentSession::start(config, providers, &self.listening).with_admission(admitted))
     }
+}
+
+/// A complete SDP offer with one `sendrecv` audio m-line (str0m, Opus) and a loopback host
+/// candidate, for join and WHIP requests that need a valid offer but no media.
+pub fn audio_offer() -> String {
+    let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+    if let Ok(candidate) = str0m::Candidate::host(SocketAddr::from(([127, 0, 0, 1], 50999)), "udp")
+    {
+        rtc.add_local_candidate(candidate);
+    }
+    let mut change = rtc.sdp_api();
+    change.add_media(
+        str0m::media::MediaKind::Audio,
+        str0m::media::Direction::SendRecv,
+        None,
+        None,
+        None,
+    );
+    match change.apply() {
+        Some((offer, _)) => offer.to_sdp_string(),
+        None => String::new(),
+    }
+}
+
+/// What `heard` (48 kHz mono) says, by the embedded speech to text.
+pub async fn transcribe(heard: &[i16]) -> String {
+    let store = dartmouth_models::ModelStore::from_env();
+    let stt = dartmouth_voice::embedded::MoonshineProvider::load(&store).unwrap();
+    crate::transcribe_48k(&stt, heard).await
 }

@@ -5,8 +5,14 @@
 //! str0m that speaks a WAV and records what it hears ([`RtcClient`]), and speech fixtures.
 
 pub mod bench;
+pub mod bench_load;
+pub mod bench_sfu;
 pub mod client;
 pub mod gateway;
+pub mod impair;
+pub mod sip;
+pub mod sip_bench;
+pub mod soak;
 
 pub use client::{Call, CallOptions, RtcClient};
 pub use gateway::TestGateway;
@@ -36,6 +42,80 @@ pub fn speak_48k(text: &str) -> Option<Vec<i16>> {
             .map(|s| dartmouth_voice::frame::f32_to_i16(*s))
             .collect(),
     )
+}
+
+/// What `stt` hears in 48 kHz mono audio a client received (in 25 s pieces, with half a second
+/// of silence added: Moonshine repeats the last word of audio that stops abruptly).
+pub async fn transcribe_48k(stt: &dyn dartmouth_voice::provider::Stt, heard: &[i16]) -> String {
+    use dartmouth_voice::provider::{CancellationToken, SttEvent, SttRequest};
+    let floats: Vec<f32> = heard
+        .iter()
+        .map(|s| f32::from(*s) / 32768.0)
+        .chain(std::iter::repeat_n(0.0, 24_000))
+        .collect();
+    let Ok(audio) = dartmouth_voice::resample::resample_all(&floats, 48_000, 16_000) else {
+        return String::new();
+    };
+    let mut words = String::new();
+    for piece in audio.chunks(16_000 * 25) {
+        let mut stream = stt.transcribe(SttRequest::new(piece), CancellationToken::new());
+        while let Some(event) = stream.recv().await {
+            if let SttEvent::Final(text) = event {
+                words.push_str(text.trim());
+                words.push(' ');
+            }
+        }
+    }
+    words.trim().to_string()
+}
+
+/// What `stt` hears when `tts` says `text` directly (no network, no pipeline), in the chunks an
+/// agent speaks it in: the reference an answer heard over a call is compared with, so the
+/// recogniser's own mistakes on a voice cancel out and what is left measures the call.
+pub async fn spoken_reference(
+    tts: &dyn dartmouth_voice::provider::Tts,
+    stt: &dyn dartmouth_voice::provider::Stt,
+    text: &str,
+) -> String {
+    use dartmouth_voice::chunker::SentenceChunker;
+    use dartmouth_voice::provider::{CancellationToken, TtsEvent, TtsRequest};
+    let mut chunker = SentenceChunker::new();
+    let mut chunks = chunker.push(text);
+    chunks.extend(chunker.finish());
+    let mut samples = Vec::new();
+    for chunk in chunks {
+        let mut stream = tts.synthesize(TtsRequest::new(chunk), CancellationToken::new());
+        while let Some(event) = stream.recv().await {
+            if let TtsEvent::Audio(chunk) = event {
+                samples.extend(chunk.samples.iter().map(|s| f32::from(*s) / 32768.0));
+            }
+        }
+    }
+    let Ok(at_48k) = dartmouth_voice::resample::resample_all(&samples, tts.sample_rate(), 48_000)
+    else {
+        return String::new();
+    };
+    let pcm: Vec<i16> = at_48k
+        .iter()
+        .map(|s| dartmouth_voice::frame::f32_to_i16(*s))
+        .collect();
+    transcribe_48k(stt, &pcm).await
+}
+
+/// Writes 48 kHz mono samples to a WAV file (for looking at what a test heard).
+pub fn write_wav_48k(path: &str, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    if let Ok(mut wav) = hound::WavWriter::create(path, spec) {
+        for sample in samples {
+            let _ = wav.write_sample(*sample);
+        }
+        let _ = wav.finalize();
+    }
 }
 
 /// Reads a 16-bit mono WAV.

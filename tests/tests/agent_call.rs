@@ -5,33 +5,8 @@
 use std::time::Duration;
 
 use dartmouth_signaling::proto::ServerMessage;
-use dartmouth_tests::gateway::EmbeddedTestAgent;
+use dartmouth_tests::gateway::{EmbeddedTestAgent, transcribe};
 use dartmouth_tests::{CallOptions, RtcClient, TestGateway, speak_48k};
-use dartmouth_voice::provider::{CancellationToken, Stt, SttEvent};
-
-async fn transcribe(heard: &[i16]) -> String {
-    let store = dartmouth_models::ModelStore::from_env();
-    let stt = dartmouth_voice::embedded::MoonshineProvider::load(&store).unwrap();
-    // Half a second of silence after the speech: Moonshine repeats the last word of audio that
-    // stops abruptly.
-    let floats: Vec<f32> = heard
-        .iter()
-        .map(|s| f32::from(*s) / 32768.0)
-        .chain(std::iter::repeat_n(0.0, 24_000))
-        .collect();
-    let audio = dartmouth_voice::resample::resample_all(&floats, 48_000, 16_000).unwrap();
-    let mut words = String::new();
-    for piece in audio.chunks(16_000 * 25) {
-        let mut stream = stt.transcribe(piece.into(), CancellationToken::new());
-        while let Some(event) = stream.recv().await {
-            if let SttEvent::Final(text) = event {
-                words.push_str(text.trim());
-                words.push(' ');
-            }
-        }
-    }
-    words.trim().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_answers_over_webrtc_and_a_vanishing_caller_is_cleaned_up() {
@@ -78,17 +53,7 @@ async fn an_agent_answers_over_webrtc_and_a_vanishing_caller_is_cleaned_up() {
         call.heard.len() / 48
     );
     if let Ok(dir) = std::env::var("DARTMOUTH_TEST_AUDIO_DIR") {
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: 48_000,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut wav = hound::WavWriter::create(format!("{dir}/answer.wav"), spec).unwrap();
-        call.heard
-            .iter()
-            .for_each(|s| wav.write_sample(*s).unwrap());
-        wav.finalize().unwrap();
+        dartmouth_tests::write_wav_48k(&format!("{dir}/answer.wav"), &call.heard);
     }
     eprintln!(
         "question: {heard_question:?}\nanswer: {answer_text:?}\nheard at the client: {heard_answer:?}\n\
