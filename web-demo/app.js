@@ -172,7 +172,7 @@
     const agent = ui.agent.value;
     const identity = 'guest-' + Math.random().toString(36).slice(2, 8);
     const c = (call = {
-      closing: false, ws: null, pc: null, dc: null, stream: null, ctx: null, timers: [],
+      closing: false, ws: null, pc: null, dc: null, stream: null, ctx: null, timers: [], players: [],
       localAnalyser: null, remoteAnalyser: null, buf: null, trickle: false, joined: false,
       armedTurn: null, muted: false,
     });
@@ -282,14 +282,27 @@
     return analyser;
   }
 
+  // The gateway sends on several audio slots (the room's loudest speakers, the agent among
+  // them), added by renegotiation: every one plays, and the level meter hears them all.
   function onTrack(e) {
     const c = call;
     if (!c || e.track.kind !== 'audio') return;
-    const stream = e.streams[0] || new MediaStream([e.track]);
+    const stream = new MediaStream([e.track]);
     // Web Audio sees a remote track only once a media element plays it.
-    ui.audio.srcObject = stream;
-    ui.audio.play().catch(() => {});
-    c.remoteAnalyser = analyserFor(c.ctx, stream);
+    let player = ui.audio;
+    if (ui.audio.srcObject) {
+      player = new Audio();
+      c.players.push(player);
+    }
+    player.srcObject = stream;
+    player.play().catch(() => {});
+    if (!c.remoteMix) {
+      c.remoteMix = c.ctx.createGain();
+      c.remoteAnalyser = c.ctx.createAnalyser();
+      c.remoteAnalyser.fftSize = 1024;
+      c.remoteMix.connect(c.remoteAnalyser); // not to the speakers: the players play it
+    }
+    c.ctx.createMediaStreamSource(stream).connect(c.remoteMix);
   }
 
   function onConnectionState() {
@@ -375,6 +388,9 @@
       case 'interrupted':
         stats.interruptions.push({ turn: msg.turn, heard: msg.heard, at: performance.now() });
         markInterrupted(msg.turn, msg.heard || '');
+        break;
+      case 'backchannel':
+        showBackchannel(msg.text || '');
         break;
       case 'latency': {
         const t = turn(msg.turn);
@@ -513,6 +529,24 @@
 
   function announce(text) {
     ui.announcer.textContent = text;
+  }
+
+  // "uh-huh" over the agent: shown greyed, in place of the partial line it started; the agent
+  // went on talking and no turn was taken.
+  function showBackchannel(text) {
+    for (const [key, li] of lines) {
+      if (key.startsWith('user:') && li.dataset.final !== 'true') {
+        li.remove();
+        lines.delete(key);
+      }
+    }
+    const li = line('user', null, false);
+    lines.delete('user:null'); // one line per backchannel
+    li.classList.add('backchannel');
+    li.dataset.final = 'true';
+    li._text = text;
+    li.querySelector('.note').textContent = 'backchannel:';
+    li.querySelector('.words').textContent = text;
   }
 
   function markInterrupted(turnNo, heard) {
@@ -654,6 +688,7 @@
     if (c.stream) c.stream.getTracks().forEach((t) => t.stop());
     if (c.ctx) c.ctx.close().catch(() => {});
     ui.audio.srcObject = null;
+    for (const player of c.players) player.srcObject = null;
     lastLocal = lastRemote = 0;
     ui.micLevel.value = 0;
     ui.agentLevel.value = 0;

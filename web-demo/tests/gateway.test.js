@@ -9,7 +9,7 @@ import {
 } from './helpers.js';
 
 const skip = gatewaySkipReason();
-if (skip) console.log(`SKIP gateway browser tests: ${skip}`);
+if (skip) console.log(`SKIPPED: gateway browser tests: ${skip}`);
 
 const TEST_BUDGET_MS = 90000; // every wait of a test fits in this; the browser closes after it
 const TEST_TIMEOUT_MS = TEST_BUDGET_MS + 15000;

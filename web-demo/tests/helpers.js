@@ -74,17 +74,19 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /**
  * Starts `dartmouth serve` on free loopback ports and waits for /readyz.
  * The page is served from web-demo/ (DARTMOUTH_WEB_DIR) unless DARTMOUTH_TEST_EMBEDDED_WEB=1.
+ * `args` are extra flags; `env` extra environment; `https` when the flags turn TLS on (the
+ * readiness probe then skips certificate checks: the tests use a self-signed certificate).
  */
-export async function startGateway(name, { readyTimeoutMs = 60000 } = {}) {
+export async function startGateway(name, { readyTimeoutMs = 60000, args = [], env: extraEnv = {}, https = false } = {}) {
   const bin = gatewayBinary();
   const [httpPort, udpPort] = [await freeTcpPort(), await freeUdpPort()];
   const logPath = path.join(RESULTS, `gateway-${name}.log`);
   const log = fs.openSync(logPath, 'w');
-  const env = { ...process.env, DARTMOUTH_PLATFORM__HTTP: '127.0.0.1:0' };
+  const env = { ...process.env, DARTMOUTH_PLATFORM__HTTP: '127.0.0.1:0', ...extraEnv };
   if (process.env.DARTMOUTH_TEST_EMBEDDED_WEB !== '1') env.DARTMOUTH_WEB_DIR = WEB_DIR;
   const proc = spawn(
     bin,
-    ['serve', '--http', `127.0.0.1:${httpPort}`, '--media-udp', `127.0.0.1:${udpPort}`],
+    ['serve', '--http', `127.0.0.1:${httpPort}`, '--media-udp', `127.0.0.1:${udpPort}`, ...args],
     { env, stdio: ['ignore', log, log] },
   );
   fs.closeSync(log);
@@ -93,7 +95,7 @@ export async function startGateway(name, { readyTimeoutMs = 60000 } = {}) {
     exited = { code, signal };
     resolve(exited);
   }));
-  const url = `http://127.0.0.1:${httpPort}`;
+  const url = `${https ? 'https' : 'http'}://127.0.0.1:${httpPort}`;
   const gateway = {
     url, proc, logPath, httpPort, udpPort,
     logTail: (n = 30) => fs.readFileSync(logPath, 'utf8').split('\n').slice(-n).join('\n'),
@@ -113,7 +115,7 @@ export async function startGateway(name, { readyTimeoutMs = 60000 } = {}) {
       throw new Error(`the gateway exited (${JSON.stringify(exited)}) before it was ready:\n${gateway.logTail()}`);
     }
     try {
-      const res = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) });
+      const res = await probe(`${url}/readyz`, https);
       if (res.ok) return gateway;
       last = `${res.status} ${await res.text()}`;
     } catch (e) {
@@ -123,6 +125,27 @@ export async function startGateway(name, { readyTimeoutMs = 60000 } = {}) {
   }
   await gateway.stop();
   throw new Error(`the gateway was not ready within ${readyTimeoutMs} ms (last /readyz: ${last}):\n${gateway.logTail()}`);
+}
+
+/** GET `url` as {ok, status, text()}; over HTTPS without checking the certificate. */
+export async function probe(url, insecure) {
+  if (!insecure) return fetch(url, { signal: AbortSignal.timeout(2000) });
+  const { request } = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = request(url, { rejectUnauthorized: false, timeout: 2000 }, (res) => {
+      let body = '';
+      res.on('data', (chunk) => { body += chunk; });
+      res.on('end', () => resolve({
+        ok: res.statusCode >= 200 && res.statusCode < 300,
+        status: res.statusCode,
+        headers: res.headers,
+        text: async () => body,
+      }));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 function run(cmd, args) {
@@ -166,7 +189,7 @@ export function speechWav(name, parts) {
  * `budgetMs`, the browser closes itself after that long, so a stuck test fails instead of hanging
  * (`expired()` then says so).
  */
-export async function launchBrowser(wav, { budgetMs } = {}) {
+export async function launchBrowser(wav, { budgetMs, extraArgs = [] } = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dartmouth-chromium-'));
   const args = [
     '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -175,6 +198,7 @@ export async function launchBrowser(wav, { budgetMs } = {}) {
     '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
   ];
   if (wav) args.push(`--use-file-for-fake-audio-capture=${wav}`);
+  args.push(...extraArgs);
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,

@@ -11,7 +11,7 @@ import {
 } from './helpers.js';
 
 const skip = browserSkipReason();
-if (skip) console.log(`SKIP page tests: ${skip}`);
+if (skip) console.log(`SKIPPED: page tests: ${skip}`);
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css' };
 const JOIN_FIELDS = new Set(['type', 'v', 'token', 'sdp', 'agent', 'output']);

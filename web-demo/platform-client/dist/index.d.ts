@@ -64,6 +64,28 @@ export interface FileInfo {
     owner_user_id: string | null;
     created_at: number;
 }
+export type Health = "healthy" | "degraded" | "down";
+export interface RegisteredAgent {
+    id: string;
+    name: string;
+    capabilities: string[];
+    endpoint: string;
+    version: string;
+    heartbeat_interval_ms: number;
+    capacity: number;
+    active: number;
+    health: Health;
+    registered_at: number;
+    last_heartbeat: number;
+}
+export interface AgentRegistration {
+    name: string;
+    capabilities: string[];
+    endpoint: string;
+    version?: string;
+    heartbeat_interval_ms?: number;
+    capacity?: number;
+}
 export interface ApiKeyCreated {
     key: string;
     info: {
@@ -150,6 +172,21 @@ export declare class DartmouthClient {
             scopes?: string[];
         }) => Promise<ApiKeyCreated>;
         revoke: (id: string) => Promise<void>;
+    };
+    /** The agent registry: instances register and heartbeat; callers discover and route by capability. */
+    readonly registry: {
+        /** Register an instance (again with the same name and endpoint: refresh it, same id). */
+        register: (registration: AgentRegistration) => Promise<RegisteredAgent>;
+        /** The instance is alive; `active` is the work in progress, `degraded` asks for work only when nobody healthy can take it. */
+        heartbeat: (id: string, beat?: {
+            active?: number;
+            degraded?: boolean;
+        }) => Promise<RegisteredAgent>;
+        /** Registered instances (with `capability` when given) and their health. */
+        discover: (capability?: string) => Promise<RegisteredAgent[]>;
+        /** The instance a request for `capability` should go to (a 503 DartmouthError when none is live). */
+        route: (capability: string, strategy?: "round_robin" | "least_loaded") => Promise<RegisteredAgent>;
+        deregister: (id: string) => Promise<void>;
     };
     /** GDPR/CCPA: export and delete a user's data. */
     readonly privacy: {

@@ -99,6 +99,18 @@ export class DartmouthClient {
         create: (req) => this.request("POST", "/v1/api-keys", req),
         revoke: (id) => this.request("DELETE", `/v1/api-keys/${segment(id)}`),
     };
+    /** The agent registry: instances register and heartbeat; callers discover and route by capability. */
+    registry = {
+        /** Register an instance (again with the same name and endpoint: refresh it, same id). */
+        register: (registration) => this.request("POST", "/v1/registry/agents", registration),
+        /** The instance is alive; `active` is the work in progress, `degraded` asks for work only when nobody healthy can take it. */
+        heartbeat: (id, beat = {}) => this.request("POST", `/v1/registry/agents/${segment(id)}/heartbeat`, beat),
+        /** Registered instances (with `capability` when given) and their health. */
+        discover: (capability) => this.request("GET", capability ? `/v1/registry/agents?capability=${segment(capability)}` : "/v1/registry/agents"),
+        /** The instance a request for `capability` should go to (a 503 DartmouthError when none is live). */
+        route: (capability, strategy = "round_robin") => this.request("POST", "/v1/registry/route", { capability, strategy }),
+        deregister: (id) => this.request("DELETE", `/v1/registry/agents/${segment(id)}`),
+    };
     /** GDPR/CCPA: export and delete a user's data. */
     privacy = {
         exportUser: (userId) => this.request("GET", `/v1/users/${segment(userId)}/export`),

@@ -30,6 +30,9 @@ export interface WhoAmI { kind: "user" | "api_key"; id: string; role: Role; agen
 export interface Document<T extends JsonObject = JsonObject> { id: string; agent_id: string; collection: string; data: T; created_at: number; updated_at: number }
 export interface QueryOptions { limit?: number; offset?: number }
 export interface FileInfo { agent_id: string; key: string; content_type: string; size: number; sha256: string; owner_user_id: string | null; created_at: number }
+export type Health = "healthy" | "degraded" | "down";
+export interface RegisteredAgent { id: string; name: string; capabilities: string[]; endpoint: string; version: string; heartbeat_interval_ms: number; capacity: number; active: number; health: Health; registered_at: number; last_heartbeat: number }
+export interface AgentRegistration { name: string; capabilities: string[]; endpoint: string; version?: string; heartbeat_interval_ms?: number; capacity?: number }
 export interface ApiKeyCreated { key: string; info: { id: string; name: string; role: Role; agent_id: string | null; scopes: string[] } }
 
 /** Every failure: the sidecar's `{"error": {"code", "message", "request_id"}}` plus the status. */
@@ -132,6 +135,22 @@ export class DartmouthClient {
   readonly apiKeys = {
     create: (req: { name: string; agent_id?: string; role?: Role; scopes?: string[] }): Promise<ApiKeyCreated> => this.request("POST", "/v1/api-keys", req),
     revoke: (id: string): Promise<void> => this.request("DELETE", `/v1/api-keys/${segment(id)}`),
+  };
+
+  /** The agent registry: instances register and heartbeat; callers discover and route by capability. */
+  readonly registry = {
+    /** Register an instance (again with the same name and endpoint: refresh it, same id). */
+    register: (registration: AgentRegistration): Promise<RegisteredAgent> => this.request("POST", "/v1/registry/agents", registration),
+    /** The instance is alive; `active` is the work in progress, `degraded` asks for work only when nobody healthy can take it. */
+    heartbeat: (id: string, beat: { active?: number; degraded?: boolean } = {}): Promise<RegisteredAgent> =>
+      this.request("POST", `/v1/registry/agents/${segment(id)}/heartbeat`, beat),
+    /** Registered instances (with `capability` when given) and their health. */
+    discover: (capability?: string): Promise<RegisteredAgent[]> =>
+      this.request("GET", capability ? `/v1/registry/agents?capability=${segment(capability)}` : "/v1/registry/agents"),
+    /** The instance a request for `capability` should go to (a 503 DartmouthError when none is live). */
+    route: (capability: string, strategy: "round_robin" | "least_loaded" = "round_robin"): Promise<RegisteredAgent> =>
+      this.request("POST", "/v1/registry/route", { capability, strategy }),
+    deregister: (id: string): Promise<void> => this.request("DELETE", `/v1/registry/agents/${segment(id)}`),
   };
 
   /** GDPR/CCPA: export and delete a user's data. */

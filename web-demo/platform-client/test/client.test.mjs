@@ -62,6 +62,19 @@ test("a 401 refreshes once and retries with the new token", async () => {
   assert.equal(calls[3].headers.authorization, "Bearer A2");
 });
 
+test("registry.route asks for a capability and surfaces 'nobody live' as a 503", async () => {
+  const agent = { id: "i1", name: "orders", capabilities: ["orders"], endpoint: "http://a", version: "", heartbeat_interval_ms: 1000, capacity: 4, active: 1, health: "healthy", registered_at: 1, last_heartbeat: 1 };
+  const { fn, calls } = fakeFetch([
+    { body: agent },
+    { status: 503, body: { error: { code: "unavailable", message: "no live agent instance with capability billing", request_id: "r" } } },
+  ]);
+  const client = new DartmouthClient({ apiKey: "dk_k_s", fetch: fn });
+  assert.equal((await client.registry.route("orders", "least_loaded")).id, "i1");
+  assert.equal(calls[0].url, "/v1/registry/route");
+  assert.deepEqual(JSON.parse(calls[0].body), { capability: "orders", strategy: "least_loaded" });
+  await assert.rejects(client.registry.route("billing"), (e) => e.status === 503 && /billing/.test(e.message));
+});
+
 const live = process.env.PLATFORM_URL;
 test("live: login, key, insert, query, upload, signed URL", { skip: live ? false : "PLATFORM_URL not set" }, async () => {
   const admin = new DartmouthClient({ baseUrl: live });
@@ -77,4 +90,11 @@ test("live: login, key, insert, query, upload, signed URL", { skip: live ? false
   const signed = await dartmouth.storage.signedUrl("notes/hi.txt", 60);
   assert.equal(await (await fetch(signed.url)).text(), "hello");
   await assert.rejects(dartmouth.db.query("tasks", { "bad field": 1 }), (e) => e.status === 400 && e.code === "bad_request");
+  const instance = await dartmouth.registry.register({ name: agentId, capabilities: [agentId], endpoint: "http://127.0.0.1:1/agent", heartbeat_interval_ms: 60000 });
+  assert.equal(instance.health, "healthy");
+  assert.equal((await dartmouth.registry.heartbeat(instance.id, { active: 1 })).active, 1);
+  assert.equal((await dartmouth.registry.route(agentId)).id, instance.id);
+  assert.deepEqual((await dartmouth.registry.discover(agentId)).map((a) => a.id), [instance.id]);
+  await dartmouth.registry.deregister(instance.id);
+  await assert.rejects(dartmouth.registry.route(agentId), (e) => e.status === 503);
 });
