@@ -94,8 +94,8 @@ impl AgentTools for AskAgent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_sidecar::TestSidecar;
     use dartmouth_platform::registry::routes::RegisterAgent;
-    use dartmouth_platform::{AppState, Extras, PlatformConfig};
     use std::time::Duration;
 
     fn call(arguments: &str) -> ToolCall {
@@ -129,51 +129,6 @@ mod tests {
         );
     }
 
-    /// A real sidecar on loopback with a service credential; the guard stops it.
-    async fn sidecar() -> (
-        PlatformClient,
-        tokio::sync::watch::Sender<bool>,
-        std::path::PathBuf,
-    ) {
-        let dir = std::env::temp_dir().join(format!(
-            "dartmouth-ask-agent-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let config = PlatformConfig {
-            data_dir: dir.clone(),
-            argon2_memory_kib: 8,
-            argon2_iterations: 1,
-            ..PlatformConfig::default()
-        };
-        let key = AppState::new_service_key();
-        let extras = Extras {
-            service_key: Some(key.clone()),
-            ..Default::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(dartmouth_platform::serve_with(
-            config,
-            extras,
-            listener,
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
-        ));
-        let client = PlatformClient::new(format!("http://{addr}"))
-            .unwrap()
-            .with_credential(&key);
-        for _ in 0..200 {
-            if client.health().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        (client, stop, dir)
-    }
-
     async fn ask(tool: &AskAgent, arguments: &str) -> ToolEvent {
         let mut events = tool.call(call(arguments), CancellationToken::new());
         events.recv().await.expect("the tool answers")
@@ -181,7 +136,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn ask_agent_brings_back_the_other_agents_reply_through_the_sidecar() {
-        let (client, stop, dir) = sidecar().await;
+        let sidecar = TestSidecar::start("ask-agent").await;
+        let client = &sidecar.client;
         client
             .register_agent(&RegisterAgent {
                 name: "orders".into(),
@@ -238,7 +194,5 @@ mod tests {
             panic!("asking oneself must fail");
         };
         assert!(myself.contains("itself"), "{myself}");
-        let _ = stop.send(true);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

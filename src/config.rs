@@ -195,6 +195,9 @@ pub struct ServerConfig {
     /// (browsers allow the microphone only in a secure context, so this lets the demo work from
     /// another machine).
     pub tls_self_signed: bool,
+    /// The platform agent id whose files receive finished room recordings (when a sidecar is
+    /// connected; without one they stay under `$DARTMOUTH_HOME/recordings`).
+    pub recordings_owner: String,
 }
 
 /// Per-address limits: what an unauthenticated or greedy client may hold or do
@@ -282,6 +285,7 @@ impl Default for ServerConfig {
             tls_cert: String::new(),
             tls_key: String::new(),
             tls_self_signed: false,
+            recordings_owner: crate::recording_store::DEFAULT_RECORDINGS_OWNER.into(),
         }
     }
 }

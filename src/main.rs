@@ -7,9 +7,12 @@ mod config;
 mod logging;
 mod models_cmd;
 mod platform_link;
+mod recording_store;
 mod server;
 mod sidecar;
 mod talk_cmd;
+#[cfg(test)]
+mod test_sidecar;
 mod tls;
 mod transcribe_cmd;
 mod voice_cmd;
@@ -643,6 +646,10 @@ fn serve(config: Config) -> anyhow::Result<()> {
         gateway.set_recordings_dir(dartmouth_models::default_home().join("recordings"));
         if let Some(client) = &sidecar.client {
             gateway.set_room_events(std::sync::Arc::new(platform_link::PlatformRoomEvents::new(client.clone())));
+            gateway.set_recording_store(std::sync::Arc::new(recording_store::PlatformRecordings::new(
+                client.clone(),
+                &config.server.recordings_owner,
+            )));
         }
         let sip = if config.sip.listen.is_empty() {
             None

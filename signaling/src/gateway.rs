@@ -53,6 +53,8 @@ pub struct Gateway {
     pub(crate) recordings: Mutex<HashMap<String, crate::recording::Recording>>,
     /// Where recordings are written.
     recordings_dir: std::sync::Mutex<std::path::PathBuf>,
+    /// Where finished recordings go instead of staying in `recordings_dir` (set once).
+    recording_store: std::sync::OnceLock<Arc<dyn crate::recording::RecordingStore>>,
     /// Per-address limits, apart from the session cap (see [`crate::limits`]).
     pub(crate) limits: Arc<Limits>,
     /// The SIP bridge, when it runs (for `/api/sip/…`).
@@ -100,6 +102,7 @@ impl Gateway {
             shutdown,
             rooms: Arc::new(RoomRegistry::default()),
             recordings: Mutex::new(HashMap::new()),
+            recording_store: std::sync::OnceLock::new(),
             recordings_dir: std::sync::Mutex::new(
                 std::env::temp_dir().join("dartmouth-recordings"),
             ),
@@ -155,6 +158,15 @@ impl Gateway {
     /// The per-address limits and their counts.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Hands finished recordings to `store` from now on (once; later calls are ignored).
+    pub fn set_recording_store(&self, store: Arc<dyn crate::recording::RecordingStore>) {
+        let _ = self.recording_store.set(store);
+    }
+
+    pub(crate) fn recording_store(&self) -> Option<&dyn crate::recording::RecordingStore> {
+        self.recording_store.get().map(|s| s.as_ref())
     }
 
     /// Reports room events to `sink` from now on (once; later calls are ignored).

@@ -4,10 +4,17 @@
 //! are written as they came (no re-encoding; gaps filled with Opus silence so the timeline
 //! stays true); a room recording decodes every voice, mixes them every 20 ms and encodes the
 //! mix once (the only transcoding, and only for the file).
+//!
+//! A finished file stays in the recordings directory unless the gateway has a
+//! [`RecordingStore`] (the platform sidecar's file storage): then it is handed over when the
+//! recording stops and the local copy is removed; if the hand-over fails, the file stays where it
+//! is and the API answer says why.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use dartmouth_media::ogg::OggOpusWriter;
@@ -36,6 +43,45 @@ pub struct RecordingInfo {
     pub file: PathBuf,
     /// Seconds of audio written.
     pub seconds: f64,
+    /// Where the finished file was stored instead of `file` (the platform's file path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+    /// Why storing it failed (the file is still at `file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_error: Option<String>,
+}
+
+/// Keeps finished recordings somewhere other than the gateway's disk.
+pub trait RecordingStore: Send + Sync {
+    /// Stores the finished file of `info` (Ogg/Opus); returns where it is now, or why it failed.
+    fn store<'a>(
+        &'a self,
+        info: &'a RecordingInfo,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>>;
+}
+
+/// Hands a finished recording to `store`, if any: on success the local file is removed and
+/// `stored` says where it went; on failure the file stays and `store_error` says why.
+pub async fn hand_over(
+    mut info: RecordingInfo,
+    store: Option<&dyn RecordingStore>,
+) -> RecordingInfo {
+    let Some(store) = store else {
+        return info;
+    };
+    match store.store(&info).await {
+        Ok(location) => {
+            if let Err(e) = tokio::fs::remove_file(&info.file).await {
+                tracing::warn!(file = %info.file.display(), error = %e, "stored recording's local copy stays");
+            }
+            info.stored = Some(location);
+        }
+        Err(e) => {
+            tracing::warn!(id = %info.id, error = %e, "recording kept on local disk: storing it failed");
+            info.store_error = Some(e);
+        }
+    }
+    info
 }
 
 /// A running recording; [`Recording::stop`] finishes the file.
@@ -81,6 +127,8 @@ impl Recording {
                 participant: participant.map(|(name, _)| name),
                 file,
                 seconds: 0.0,
+                stored: None,
+                store_error: None,
             },
             listener,
             stop,
@@ -188,4 +236,76 @@ async fn record(
     }
     writer.finish()?;
     Ok(frames)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that keeps the bytes it is given, or refuses.
+    struct MemoryStore {
+        refuse: bool,
+        kept: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
+    }
+
+    impl RecordingStore for MemoryStore {
+        fn store<'a>(
+            &'a self,
+            info: &'a RecordingInfo,
+        ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'a>> {
+            Box::pin(async move {
+                if self.refuse {
+                    return Err("storage is full".to_string());
+                }
+                let bytes = tokio::fs::read(&info.file)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.kept.lock().unwrap().push((info.id.clone(), bytes));
+                Ok(format!("memory/{}", info.id))
+            })
+        }
+    }
+
+    fn finished(dir: &Path, id: &str) -> RecordingInfo {
+        let file = dir.join(format!("{id}.opus"));
+        std::fs::write(&file, b"OggS-not-really").unwrap();
+        RecordingInfo {
+            id: id.into(),
+            room: "demo".into(),
+            participant: None,
+            file,
+            seconds: 1.0,
+            stored: None,
+            store_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stored_recording_leaves_no_local_copy_and_a_failed_store_keeps_it() {
+        let dir = std::env::temp_dir().join(format!("dartmouth-rec-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let info = hand_over(finished(&dir, "a"), None).await;
+        assert!(info.file.exists() && info.stored.is_none() && info.store_error.is_none());
+
+        let store = MemoryStore {
+            refuse: false,
+            kept: Default::default(),
+        };
+        let info = hand_over(finished(&dir, "b"), Some(&store)).await;
+        assert_eq!(info.stored.as_deref(), Some("memory/b"));
+        assert!(!info.file.exists(), "the local copy is gone");
+        assert_eq!(store.kept.lock().unwrap()[0].1, b"OggS-not-really");
+
+        let refusing = MemoryStore {
+            refuse: true,
+            kept: Default::default(),
+        };
+        let info = hand_over(finished(&dir, "c"), Some(&refusing)).await;
+        assert_eq!(info.store_error.as_deref(), Some("storage is full"));
+        assert!(info.file.exists(), "nothing is lost when storing fails");
+        let shown = serde_json::to_value(&info).unwrap();
+        assert!(shown.get("stored").is_none() && shown["store_error"] == "storage is full");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -11,7 +11,7 @@
 //! | `POST /api/rooms/{room}/participants/{identity}/mute` `{"muted": bool}` | server-side mute |
 //! | `DELETE /api/rooms/{room}/participants/{identity}` | kick → `204` |
 //! | `POST /api/rooms/{room}/recordings` `{"participant"?}` | record the room (mixed) or one participant to Ogg/Opus → `201 {id, file}` |
-//! | `DELETE /api/rooms/{room}/recordings/{id}` | stop it → `{id, file, seconds}` |
+//! | `DELETE /api/rooms/{room}/recordings/{id}` | stop it → `{id, file, seconds, stored?, store_error?}` (`stored`: moved to the platform's file storage) |
 
 use std::sync::Arc;
 
@@ -117,7 +117,9 @@ async fn stop_recording(
         return error_response(StatusCode::NOT_FOUND, "no such recording");
     };
     match recording.stop(&gateway.media).await {
-        Ok(info) => Json(info).into_response(),
+        Ok(info) => {
+            Json(crate::recording::hand_over(info, gateway.recording_store()).await).into_response()
+        }
         Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
