@@ -5,6 +5,7 @@ mod agent_tools;
 mod agents;
 mod config;
 mod logging;
+mod metrics_export;
 mod models_cmd;
 mod platform_link;
 mod recording_store;
@@ -598,8 +599,7 @@ fn bench_agents(
 fn serve(config: Config) -> anyhow::Result<()> {
     // Several dependencies enable both rustls back ends; pick one before any TLS or DTLS runs.
     let _ = rustls_default_provider();
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
+    let metrics = metrics_export::MetricsExporter::install(metrics_export::PER_PEER_IDLE)
         .map_err(|e| tracing::warn!(error = %e, "Prometheus metrics are unavailable"))
         .ok();
     dartmouth_voice::metrics::describe();

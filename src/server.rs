@@ -39,7 +39,7 @@ pub struct GatewayState {
     /// Where model files are.
     pub models: ModelStore,
     /// Prometheus exposition of the process's metrics (`None`: no exporter installed).
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub metrics: Option<crate::metrics_export::MetricsExporter>,
     /// The agents, for their capacity and model load (`None`: no agents).
     pub agents: Option<dartmouth_signaling::agent::SharedAgentFactory>,
 }

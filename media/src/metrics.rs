@@ -5,6 +5,12 @@ use std::sync::Arc;
 
 use crate::core::{CoreCounters, PeerId, PeerStats};
 
+/// Name prefixes of the series labelled by peer and room. They are re-published every second while
+/// the peer exists and never after it leaves, so an exporter should forget them once idle (the
+/// gateway's does); otherwise every peer that ever joined stays on `/metrics` for good.
+pub const PER_PEER_METRIC_PREFIXES: &[&str] =
+    &["dartmouth_sfu_subscriber_", "dartmouth_sfu_publisher_"];
+
 /// Publishes the core's counters and every peer's RTCP statistics.
 pub(crate) fn publish<'a>(
     counters: &CoreCounters,
