@@ -106,7 +106,8 @@ pub struct CreateApiKey {
     pub role: Role,
     /// The agent an agent key belongs to (required for `agent`).
     pub agent_id: Option<String>,
-    /// Scopes; default all of `db:read db:write files:read files:write`.
+    /// Scopes, from `db:read db:write files:read files:write kb:read kb:write ai events registry`;
+    /// default all of them.
     pub scopes: Option<Vec<String>>,
 }
 
