@@ -5,6 +5,7 @@ mod agent_tools;
 mod agents;
 mod config;
 mod logging;
+mod memory;
 mod metrics_export;
 mod models_cmd;
 mod platform_link;
@@ -258,13 +259,15 @@ enum ConfigCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    memory::cap_arenas();
     // The embedded LLM shares two cores with STT and TTS; candle's pool busy-waits, so two threads
     // under contention ran ten times slower than one (1.3–4 vs ~30 tokens/s). One thread unless
     // the operator says otherwise.
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: first statement of `main`, before any other thread exists.
+        // SAFETY: at the start of `main`, before any other thread exists.
         unsafe { dartmouth_voice::llm::embedded::set_cpu_threads(1) };
     }
+    let _trimmer = memory::Trimmer::start(memory::TRIM_EVERY);
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(error) => {
