@@ -130,6 +130,25 @@ impl SoakReport {
             .reduce(f64::max)
     }
 
+    /// Growth of resident memory after warm-up: the median RSS of the last fifth of the samples
+    /// relative to the median of the first fifth (None: fewer than ten samples after warm-up).
+    /// Unlike [`SoakReport::rss_drift`], memory a model allocates for one run and frees after it
+    /// (so a sample may or may not catch it) does not count; memory that stays does.
+    pub fn rss_trend(&self) -> Option<f64> {
+        let warm = &self.samples[self.warm_index()..];
+        if warm.len() < 10 {
+            return None;
+        }
+        let fifth = warm.len() / 5;
+        let median = |window: &[(f64, Resources)]| {
+            let mut kib: Vec<u64> = window.iter().map(|(_, r)| r.rss_kib).collect();
+            kib.sort_unstable();
+            kib[kib.len() / 2] as f64
+        };
+        let first = median(&warm[..fifth]);
+        (first > 0.0).then(|| (median(&warm[warm.len() - fifth..]) - first) / first)
+    }
+
     /// File descriptors, threads and tasks are back to the baseline (threads may stay: pools
     /// keep idle workers for a while).
     pub fn released(&self) -> bool {
@@ -169,21 +188,23 @@ impl std::fmt::Display for SoakReport {
             row(&mut out, format!("{t:.0}"), r);
         }
         row(&mut out, "after".into(), &self.after);
-        match self.rss_drift() {
-            Some(drift) => {
+        match (self.rss_trend(), self.rss_drift()) {
+            (Some(trend), Some(drift)) => {
                 let _ = writeln!(
                     out,
-                    "RSS after warm-up ({:.0} s): largest change {:.1} % ({})",
+                    "RSS after warm-up ({:.0} s): trend {:+.1} % (median of the last fifth vs the first: {}); \
+                     largest change from the first sample {:.1} % (includes memory held only while a model runs)",
                     self.samples[self.warm_index()].0,
-                    drift * 100.0,
-                    if drift <= FLAT_TOLERANCE {
+                    trend * 100.0,
+                    if trend.abs() <= FLAT_TOLERANCE {
                         "flat within 5 %"
                     } else {
                         "NOT flat"
-                    }
+                    },
+                    drift * 100.0,
                 );
             }
-            None => {
+            _ => {
                 let _ = writeln!(out, "RSS: too few samples after warm-up to judge");
             }
         }
@@ -318,4 +339,55 @@ async fn call_once(
         }
         None => "no answer heard (transcribed, no answer within the call)".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(rss_mib: &[u64]) -> SoakReport {
+        let sample = |mib: u64| Resources {
+            rss_kib: mib * 1024,
+            fds: 10,
+            threads: 4,
+            tasks: 2,
+        };
+        SoakReport {
+            options: SoakOptions {
+                duration: Duration::from_secs(rss_mib.len() as u64 * 10),
+                ..SoakOptions::default()
+            },
+            baseline: sample(1000),
+            samples: rss_mib
+                .iter()
+                .enumerate()
+                .map(|(i, mib)| ((i as f64 + 1.0) * 10.0, sample(*mib)))
+                .collect(),
+            after: sample(1000),
+            answered: 1,
+            failures: Vec::new(),
+            calls: 1,
+            idle_at_end: true,
+        }
+    }
+
+    #[test]
+    fn a_staircase_is_growth_and_a_swing_around_one_level_is_not() {
+        // Warm-up is the first fifth; then 1200 MiB with a 100 MiB step two thirds of the way.
+        let mut stairs = vec![1100; 12];
+        stairs.extend(std::iter::repeat_n(1200, 32));
+        stairs.extend(std::iter::repeat_n(1300, 16));
+        let trend = report(&stairs).rss_trend().unwrap();
+        assert!(trend > FLAT_TOLERANCE, "{trend}");
+
+        // The same level, with every third sample catching 120 MiB of a model's working memory.
+        let swing: Vec<u64> = (0..60)
+            .map(|i| if i % 3 == 0 { 1320 } else { 1200 })
+            .collect();
+        let trend = report(&swing).rss_trend().unwrap();
+        assert!(trend.abs() <= FLAT_TOLERANCE, "{trend}");
+        assert!(report(&swing).rss_drift().unwrap() > FLAT_TOLERANCE);
+        assert!(report(&swing).to_string().contains("flat within 5 %"));
+        assert!(report(&stairs).to_string().contains("NOT flat"));
+    }
 }
