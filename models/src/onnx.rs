@@ -48,20 +48,6 @@ pub fn session(
     open(init(store)?, model, threads).map_err(|e| Error::Onnx(format!("{}: {e}", model.display())))
 }
 
-/// [`session`] for a model whose input length varies widely from run to run (a voice given a
-/// sentence of any length): its working memory is allocated for each run and given back after,
-/// instead of coming from ONNX Runtime's CPU arena. The arena grows in doubling regions to the
-/// largest run it has seen and never shrinks, so one long sentence kept ~100 MiB resident for
-/// the rest of the process (`dartmouth bench soak`).
-pub fn session_freeing_after_run(
-    store: &ModelStore,
-    model: &Path,
-    threads: usize,
-) -> Result<ort::session::Session, Error> {
-    open_with(init(store)?, model, threads, false)
-        .map_err(|e| Error::Onnx(format!("{}: {e}", model.display())))
-}
-
 /// Opens a `.ort` model whose weights are stored quantised and dequantised again at every run
 /// (Moonshine's: each int8 weight goes through a `Cast` and a `Mul` per decoder step, three
 /// quarters of the step's time). ONNX Runtime does not optimise `.ort` graphs when it loads
@@ -97,19 +83,7 @@ fn open(
     model: &Path,
     threads: usize,
 ) -> Result<ort::session::Session, String> {
-    open_with(environment, model, threads, true)
-}
-
-/// [`open`], with or without ONNX Runtime's CPU memory arena.
-fn open_with(
-    environment: &Environment,
-    model: &Path,
-    threads: usize,
-    arena: bool,
-) -> Result<ort::session::Session, String> {
-    let cpu = ort::ep::CPU::default().with_arena_allocator(arena).build();
     ort::session::Session::builder(environment)
-        .and_then(|b| Ok(b.with_execution_providers([cpu])?))
         .and_then(|b| Ok(b.with_optimization_level(GraphOptimizationLevel::Level3)?))
         .and_then(|b| Ok(b.with_intra_threads(threads)?))
         .and_then(|b| Ok(b.with_inter_threads(1)?))

@@ -124,7 +124,7 @@ impl PiperTts {
         let model = store.require(Asset::PiperVoice)?;
         let config_path = store.require(Asset::PiperVoiceConfig)?;
         let config = read_config(&config_path)?;
-        let session = dartmouth_models::onnx::session_freeing_after_run(store, &model, threads)?;
+        let session = dartmouth_models::onnx::session(store, &model, threads)?;
         Self::from_parts(session, config, &config_path)
     }
 
