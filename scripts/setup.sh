@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 
 # Build: cmake/clang for whisper.cpp and bindgen, libespeak-ng (+libsonic) for phonemes, ALSA for
 # audio devices. Tests: Chromium, SIP peers, recorded speech, espeak-ng and sox for fixtures.
+# Benchmarks: Janus (VideoRoom), which `dartmouth bench sfu` compares our SFU with, and iproute2
+# for the network namespace it runs Janus in.
 SYSTEM_PACKAGES=(
   build-essential pkg-config cmake clang libclang-dev libespeak-ng-dev libsonic-dev libasound2-dev
   python3 python3-pip python3-venv nodejs npm
   chromium sip-tester baresip-core pocketsphinx-testdata espeak-ng sox
+  janus iproute2
 )
 
 missing=()
@@ -31,6 +34,21 @@ if ((${#missing[@]})); then
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The janus package enables a system service; the benchmark starts its own Janus in a namespace,
+# so none is left running on the host. Without systemd running (a container) `disable` still
+# removes the unit's links and there is nothing to stop.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet janus 2>/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO systemctl disable janus >/dev/null 2>&1 || true
+fi
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] \
+  && systemctl is-active --quiet janus 2>/dev/null; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO systemctl stop janus || true
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -183,6 +183,9 @@ enum Command {
         /// SFU: measured seconds per stage (default 10).
         #[arg(long)]
         seconds: Option<u64>,
+        /// SFU: skip the comparison with Janus (same stages against its VideoRoom plugin).
+        #[arg(long)]
+        no_janus: bool,
         /// Load: caller counts, one stage each (default 1,2,4,8,16); `--turns` is the
         /// questions each asks (default 3).
         #[arg(long, value_delimiter = ',')]
@@ -395,6 +398,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             publishers,
             subscribers,
             seconds,
+            no_janus,
             impair,
             callers,
         } => {
@@ -410,6 +414,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 publishers,
                 subscribers,
                 seconds,
+                no_janus,
             };
             bench(suite, &store, &config, &options)?
         }
@@ -469,6 +474,7 @@ struct BenchOptions {
     publishers: Option<usize>,
     subscribers: Option<usize>,
     seconds: Option<u64>,
+    no_janus: bool,
     impair: Option<String>,
     callers: Vec<usize>,
 }
@@ -561,6 +567,7 @@ fn bench(
             options.publishers = cli.publishers.unwrap_or(options.publishers);
             options.subscribers = cli.subscribers.unwrap_or(options.subscribers);
             options.seconds = cli.seconds.unwrap_or(options.seconds);
+            options.janus = !cli.no_janus;
             runtime()?.block_on(async {
                 println!("{}", dartmouth_tests::bench_sfu::run_sfu(options).await);
                 anyhow::Ok(())

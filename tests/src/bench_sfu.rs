@@ -8,6 +8,10 @@
 //! (`/proc/self/task/<tid>/stat`); the clients run on the other threads of the process.
 //! Publishers send 80-byte payloads every 20 ms (Opus-sized; the first 8 bytes carry the send
 //! time, which the SFU forwards untouched, as it never decodes).
+//!
+//! Unless told not to, the same stages then run against Janus's VideoRoom
+//! ([`crate::bench_janus`]) and the report ends with the ratio of forwarded packets per
+//! CPU-second.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -37,6 +41,9 @@ pub struct SfuBenchOptions {
     pub subscribers: usize,
     /// Measured seconds per stage (after a warm-up).
     pub seconds: u64,
+    /// Also run the same stages against Janus's VideoRoom (in a network namespace) and report
+    /// the ratio of forwarded packets per CPU-second.
+    pub janus: bool,
 }
 
 impl Default for SfuBenchOptions {
@@ -46,6 +53,7 @@ impl Default for SfuBenchOptions {
             publishers: 2,
             subscribers: 8,
             seconds: 10,
+            janus: true,
         }
     }
 }
@@ -86,22 +94,12 @@ pub async fn run_sfu(options: SfuBenchOptions) -> String {
         "| rooms | peers | forwarded pkt/s | media CPU (core) | pkt per CPU-s | delay p50 ms | delay p99 ms | loss | RSS/subscriber KiB |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    let mut ours = Vec::new();
     for rooms in options.rooms.clone() {
         match run_stage(&options, rooms).await {
             Ok(r) => {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} % | {:.0} |",
-                    r.rooms,
-                    r.peers,
-                    r.forwarded_per_sec,
-                    r.cpu,
-                    r.per_cpu_second,
-                    r.delay_p50,
-                    r.delay_p99,
-                    r.loss * 100.0,
-                    r.kib_per_subscriber
-                );
+                let _ = writeln!(out, "{}", table_row(&r));
+                ours.push(r.clone());
                 if r.loss > 0.05 || r.cpu > 0.9 {
                     let _ = writeln!(out, "(saturated: stopping)");
                     break;
@@ -113,15 +111,57 @@ pub async fn run_sfu(options: SfuBenchOptions) -> String {
             }
         }
     }
+    if options.janus {
+        out.push_str(&crate::bench_janus::compare(&options, &ours).await);
+    }
     out
+}
+
+/// One row of a stage table (the columns of [`run_sfu`]'s header).
+pub(crate) fn table_row(r: &StageResult) -> String {
+    format!(
+        "| {} | {} | {:.0} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} % | {:.0} |",
+        r.rooms,
+        r.peers,
+        r.forwarded_per_sec,
+        r.cpu,
+        r.per_cpu_second,
+        r.delay_p50,
+        r.delay_p99,
+        r.loss * 100.0,
+        r.kib_per_subscriber
+    )
 }
 
 /// What the clients of one stage measured.
 #[derive(Default)]
-struct Tally {
-    sent: u64,
-    received: u64,
-    delays_us: Vec<u32>,
+pub(crate) struct Tally {
+    /// Packets publishers wrote during the measured window.
+    pub(crate) sent: u64,
+    /// Packets subscribers received during the measured window.
+    pub(crate) received: u64,
+    /// Send-to-receive delay of every received packet, microseconds.
+    pub(crate) delays_us: Vec<u32>,
+}
+
+impl Tally {
+    /// Delay p50 and p99 in milliseconds, and the fraction of `expected` packets not received.
+    pub(crate) fn summary(&mut self, expected: f64) -> (f64, f64, f64) {
+        self.delays_us.sort_unstable();
+        let pick = |q: f64| {
+            if self.delays_us.is_empty() {
+                return f64::NAN;
+            }
+            let i = ((self.delays_us.len() - 1) as f64 * q).round() as usize;
+            f64::from(self.delays_us[i]) / 1000.0
+        };
+        let loss = if expected > 0.0 {
+            (1.0 - self.received as f64 / expected).max(0.0)
+        } else {
+            1.0
+        };
+        (pick(0.5), pick(0.99), loss)
+    }
 }
 
 async fn run_stage(options: &SfuBenchOptions, rooms: usize) -> Result<StageResult, String> {
@@ -200,17 +240,10 @@ async fn run_stage(options: &SfuBenchOptions, rooms: usize) -> Result<StageResul
     let _ = thread.join();
     let forwarded = (forwarded_end.forwarded - forwarded_start.forwarded) as f64;
     let mut tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
-    tally.delays_us.sort_unstable();
-    let pick = |q: f64| {
-        if tally.delays_us.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((tally.delays_us.len() - 1) as f64 * q).round() as usize;
-        f64::from(tally.delays_us[i]) / 1000.0
-    };
     // Each subscriber hears up to three publishers (its slots).
     let heard = (3.0 / options.publishers.max(1) as f64).min(1.0);
     let expected = tally.sent as f64 * options.subscribers as f64 * heard;
+    let (delay_p50, delay_p99, loss) = tally.summary(expected);
     let subscribers = (rooms * options.subscribers).max(1);
     Ok(StageResult {
         rooms,
@@ -218,13 +251,9 @@ async fn run_stage(options: &SfuBenchOptions, rooms: usize) -> Result<StageResul
         forwarded_per_sec: forwarded / elapsed,
         cpu: cpu / elapsed,
         per_cpu_second: if cpu > 0.0 { forwarded / cpu } else { f64::NAN },
-        delay_p50: pick(0.5),
-        delay_p99: pick(0.99),
-        loss: if expected > 0.0 {
-            (1.0 - tally.received as f64 / expected).max(0.0)
-        } else {
-            1.0
-        },
+        delay_p50,
+        delay_p99,
+        loss,
         kib_per_subscriber: rss_during.saturating_sub(rss_before) as f64 / subscribers as f64,
     })
 }
@@ -235,8 +264,9 @@ fn thread_stat_path() -> String {
     format!("/proc/{}/stat", link.display())
 }
 
-/// User + system CPU seconds of a thread.
-fn thread_cpu(stat_path: &str) -> f64 {
+/// User + system CPU seconds of a thread (or, given `/proc/<pid>/stat`, of all threads of a
+/// process).
+pub(crate) fn thread_cpu(stat_path: &str) -> f64 {
     let Ok(stat) = std::fs::read_to_string(stat_path) else {
         return 0.0;
     };
@@ -254,26 +284,49 @@ fn thread_cpu(stat_path: &str) -> f64 {
 }
 
 /// One load-generator peer.
-struct BenchClient {
+pub(crate) struct BenchClient {
     socket: UdpSocket,
     local: SocketAddr,
     rtc: Rtc,
     mid: Mid,
     publisher: bool,
     /// Held so the driver's notices have somewhere to go (never read: bounded, dropped).
-    _notices: mpsc::Receiver<PeerNotice>,
+    _notices: Option<mpsc::Receiver<PeerNotice>>,
+}
+
+/// A str0m peer with Opus only, the codec every benchmark client speaks.
+pub(crate) fn bench_rtc() -> Rtc {
+    Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .build(Instant::now())
 }
 
 impl BenchClient {
+    /// A client negotiated elsewhere (for another SFU): `mid` is the one it publishes on.
+    pub(crate) fn new(
+        socket: UdpSocket,
+        rtc: Rtc,
+        mid: Mid,
+        publisher: bool,
+    ) -> Result<Self, String> {
+        let local = socket.local_addr().map_err(|e| e.to_string())?;
+        Ok(Self {
+            socket,
+            local,
+            rtc,
+            mid,
+            publisher,
+            _notices: None,
+        })
+    }
+
     async fn join(media: &MediaHandle, room: &str, publisher: bool) -> Result<Self, String> {
         let socket = UdpSocket::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
         let local = socket.local_addr().map_err(|e| e.to_string())?;
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .build(Instant::now());
+        let mut rtc = bench_rtc();
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
         let mut change = rtc.sdp_api();
         let mid = if publisher {
@@ -301,11 +354,12 @@ impl BenchClient {
             rtc,
             mid,
             publisher,
-            _notices: notices,
+            _notices: Some(notices),
         })
     }
 
-    async fn run(
+    /// Sends (a publisher) or receives (a subscriber) until `stopped`, counting while `measure`.
+    pub(crate) async fn run(
         mut self,
         epoch: Instant,
         mut stopped: watch::Receiver<bool>,

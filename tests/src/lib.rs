@@ -5,6 +5,7 @@
 //! str0m that speaks a WAV and records what it hears ([`RtcClient`]), and speech fixtures.
 
 pub mod bench;
+pub mod bench_janus;
 pub mod bench_load;
 pub mod bench_sfu;
 pub mod client;
