@@ -80,6 +80,29 @@ fn piper_speech_is_understood_by_moonshine() {
 }
 
 #[test]
+fn piper_speaks_a_sentence_far_past_one_run_to_the_end() {
+    // 100 words without a stop: several model runs (split between words), one stretch of speech.
+    let sentence = "we can move your appointment to any weekday morning next month and \
+                    we will send a reminder the evening before "
+        .repeat(5);
+    let mut tts = piper();
+    let pcm = tts.synthesize(&sentence).expect("synthesises");
+    let rate = f64::from(tts.sample_rate());
+    let seconds = pcm.len() as f64 / rate;
+    let words = sentence.split_whitespace().count() as f64;
+    println!("{words} words without a stop: {seconds:.1} s of audio");
+    assert!(
+        (words / 4.5..words / 1.5).contains(&seconds),
+        "implausible duration {seconds:.1} s for {words} words"
+    );
+    let last_fifth = &pcm[pcm.len() * 4 / 5..];
+    assert!(
+        common::rms_i16(last_fifth) > 0.02,
+        "the end of the sentence is silent: it was cut short"
+    );
+}
+
+#[test]
 fn piper_on_empty_text_gives_no_audio() {
     assert!(
         piper()

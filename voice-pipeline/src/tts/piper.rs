@@ -4,6 +4,14 @@
 //! sentence becomes `^ _ p₁ _ p₂ _ … pₙ _ $` in the voice's phoneme ids and one run of the model,
 //! and the sentences are joined with a short pause.
 //!
+//! A VITS run's working memory grows with the audio it produces (about 300 MiB for a 13 s
+//! sentence). ONNX Runtime serves it from an arena that, left alone, keeps every region it ever
+//! took, and which regions a run needs depends on how earlier runs left them: resident memory
+//! stepped up by ~80 MiB at a time over a day of calls and never came back. So every long run
+//! gives the arena's free regions back when it ends (ONNX Runtime's arena shrinkage), and a sentence
+//! longer than [`MAX_PHONEMES_PER_RUN`] is spoken in several runs split between words, which
+//! bounds one run's memory whatever text arrives.
+//!
 //! ```no_run
 //! use dartmouth_voice::tts::piper::PiperTts;
 //! let store = dartmouth_models::ModelStore::from_env();
@@ -17,7 +25,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use dartmouth_models::{Asset, ModelStore};
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::{Tensor, TensorRef};
 use serde::Deserialize;
 
@@ -32,6 +40,19 @@ const PAD: char = '_';
 /// Silence between sentences, in seconds.
 const SENTENCE_SILENCE_SECONDS: f32 = 0.2;
 const DEFAULT_THREADS: usize = 2;
+
+/// The most phonemes one model run speaks; longer sentences are split between words. A chunk of
+/// an answer ([`crate::chunker::MAX_CHUNK_CHARS`] characters) is about this long in IPA, so
+/// answers are rarely split.
+pub const MAX_PHONEMES_PER_RUN: usize = 240;
+
+/// Runs on more ids than this (about 60 phonemes, 3–4 s of speech) give the arena's free regions
+/// back when they end; shorter runs, most of a conversation, keep them for the next run instead
+/// of faulting fresh pages in every time.
+const SHRINK_AFTER_IDS: usize = 120;
+
+/// The run option that has ONNX Runtime free the CPU arena's unused regions after a run.
+const ARENA_SHRINKAGE: (&str, &str) = ("memory.enable_memory_arena_shrinkage", "cpu:0");
 
 /// What can go wrong loading or running a Piper voice.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +119,10 @@ impl Default for InferenceConfig {
 /// A Piper (VITS) voice on ONNX Runtime; the embedded default is `en_US-joe-medium`.
 pub struct PiperTts {
     session: Session,
+    /// Options of a run that gives the arena's free regions back when it ends.
+    shrinking: RunOptions,
+    /// Options of a run that leaves the arena as it is.
+    keeping: RunOptions,
     ids: HashMap<char, Vec<i64>>,
     voice: String,
     sample_rate: u32,
@@ -148,8 +173,12 @@ impl PiperTts {
             }
         }
         let i = config.inference;
+        let mut shrinking = RunOptions::new()?;
+        shrinking.set(ARENA_SHRINKAGE.0, ARENA_SHRINKAGE.1)?;
         Ok(Self {
             session,
+            shrinking,
+            keeping: RunOptions::new()?,
             ids,
             voice: config.espeak.voice,
             sample_rate: config.audio.sample_rate,
@@ -191,7 +220,14 @@ impl PiperTts {
             if n > 0 && !pcm.is_empty() {
                 pcm.resize(pcm.len() + gap, 0);
             }
-            self.infer(&ids, &mut pcm)?;
+            if sentence.chars().count() <= MAX_PHONEMES_PER_RUN {
+                self.infer(&ids, &mut pcm)?;
+                continue;
+            }
+            for piece in split_between_words(sentence, MAX_PHONEMES_PER_RUN) {
+                let ids = self.phoneme_ids(piece);
+                self.infer(&ids, &mut pcm)?;
+            }
         }
         Ok(pcm)
     }
@@ -199,11 +235,18 @@ impl PiperTts {
     /// Runs the model on one sentence's ids and appends its audio to `pcm`.
     fn infer(&mut self, ids: &[i64], pcm: &mut Vec<i16>) -> Result<(), PiperError> {
         let len = ids.len();
-        let outputs = self.session.run(ort::inputs![
-            "input" => TensorRef::from_array_view(([1usize, len], ids))?,
-            "input_lengths" => Tensor::from_array(([1usize], vec![len as i64]))?,
-            "scales" => TensorRef::from_array_view(([3usize], &self.scales[..]))?,
-        ])?;
+        let outputs = self.session.run_with_options(
+            ort::inputs![
+                "input" => TensorRef::from_array_view(([1usize, len], ids))?,
+                "input_lengths" => Tensor::from_array(([1usize], vec![len as i64]))?,
+                "scales" => TensorRef::from_array_view(([3usize], &self.scales[..]))?,
+            ],
+            if len > SHRINK_AFTER_IDS {
+                &self.shrinking
+            } else {
+                &self.keeping
+            },
+        )?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>()?;
         pcm.reserve(audio.len());
         pcm.extend(audio.iter().map(|&s| float_to_i16(s)));
@@ -240,6 +283,30 @@ fn phonemes_to_ids(map: &HashMap<char, Vec<i64>>, phonemes: &str) -> Vec<i64> {
     ids
 }
 
+/// `phonemes` cut at spaces into pieces of at most `max` characters; a single word longer than
+/// `max` is cut inside the word.
+fn split_between_words(phonemes: &str, max: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = phonemes.trim();
+    while !rest.is_empty() {
+        let Some((limit, _)) = rest.char_indices().nth(max) else {
+            pieces.push(rest);
+            break;
+        };
+        let cut = if rest[limit..].starts_with(' ') {
+            limit
+        } else {
+            match rest[..limit].rfind(' ') {
+                Some(space) if space > 0 => space,
+                _ => limit,
+            }
+        };
+        pieces.push(rest[..cut].trim_end());
+        rest = rest[cut..].trim_start();
+    }
+    pieces
+}
+
 /// Float audio in [-1, 1] to 16-bit PCM, clipping anything outside.
 fn float_to_i16(sample: f32) -> i16 {
     if sample.is_nan() {
@@ -267,6 +334,25 @@ mod tests {
         );
         assert_eq!(phonemes_to_ids(&map(), "a☃"), vec![1, 0, 14, 0, 2]);
         assert_eq!(phonemes_to_ids(&map(), ""), vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn long_sentences_split_between_words_within_the_limit() {
+        assert_eq!(split_between_words("ab cd ef", 5), vec!["ab cd", "ef"]);
+        assert_eq!(split_between_words("ab cd ef", 8), vec!["ab cd ef"]);
+        assert_eq!(
+            split_between_words("abcdefg hi", 3),
+            vec!["abc", "def", "g", "hi"]
+        );
+        assert_eq!(split_between_words("  ", 3), Vec::<&str>::new());
+        let long = "həˈloʊ ".repeat(100);
+        let pieces = split_between_words(&long, MAX_PHONEMES_PER_RUN);
+        assert!(
+            pieces
+                .iter()
+                .all(|p| p.chars().count() <= MAX_PHONEMES_PER_RUN)
+        );
+        assert_eq!(pieces.join(" "), long.trim());
     }
 
     #[test]
