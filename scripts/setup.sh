@@ -76,3 +76,6 @@ echo "setup: provisioning models"
 scripts/interop-venv.sh
 # The API fuzzer of the platform sidecar (schemathesis from PyPI) in its own virtualenv.
 scripts/schemathesis-venv.sh
+# The platform's client-compatibility tests (the official `openai` package) and its real SMTP
+# server (aiosmtpd), which the cargo tests of email notifications use too.
+scripts/platform-venv.sh

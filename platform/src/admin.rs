@@ -28,7 +28,7 @@ pub struct RotationResult {
     pub active_key_id: String,
     /// All key ids in the ring.
     pub key_ids: Vec<String>,
-    /// Encrypted fields whose data keys were re-wrapped under the new key.
+    /// Encrypted fields (and integration credentials) whose data keys were re-wrapped under the new key.
     pub rewrapped_fields: u64,
 }
 
@@ -132,6 +132,23 @@ async fn rotate_keys(
             .bind(id)
             .execute(&state.db.pool)
             .await?;
+    }
+    // Integration credentials are envelopes too.
+    let credentials =
+        sqlx::query("SELECT name, credential FROM integrations WHERE credential <> ''")
+            .fetch_all(&state.db.pool)
+            .await?;
+    for row in credentials {
+        let (name, sealed): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let rewrapped_credential = ring.rewrap(&sealed)?;
+        if rewrapped_credential != sealed {
+            sqlx::query("UPDATE integrations SET credential = $1 WHERE name = $2")
+                .bind(rewrapped_credential)
+                .bind(name)
+                .execute(&state.db.pool)
+                .await?;
+            rewrapped += 1;
+        }
     }
     state
         .audit(

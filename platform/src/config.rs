@@ -75,6 +75,8 @@ pub struct PlatformConfig {
     pub ai: crate::ai::AiConfig,
     /// The content filter.
     pub filter: crate::filter::FilterConfig,
+    /// Notifications (SMTP, SMS, push) and integrations.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 /// Settings of the event system (`[platform.events]`).
@@ -210,6 +212,7 @@ impl Default for PlatformConfig {
             rag: crate::rag::RagConfig::default(),
             ai: crate::ai::AiConfig::default(),
             filter: crate::filter::FilterConfig::default(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }

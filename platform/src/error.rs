@@ -105,6 +105,10 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
+    /// 409 `not_configured`: the feature needs configuration this sidecar does not have.
+    pub fn not_configured(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "not_configured", message)
+    }
     /// 413: the body is too large.
     pub fn payload_too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)

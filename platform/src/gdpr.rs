@@ -183,6 +183,15 @@ async fn delete_user(
         .execute(&mut *tx)
         .await?
         .rows_affected();
+    // The user's notification preferences (addresses) and notification history.
+    for table in ["notification_preferences", "notifications"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE user_id = $1"
+        )))
+        .bind(&user_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
         .bind(&user_id)
         .execute(&mut *tx)

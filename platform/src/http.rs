@@ -374,6 +374,7 @@ pub(crate) fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::opena
         .merge(crate::registry::routes::router())
         .merge(crate::registry::messages::router())
         .merge(crate::monitor::router())
+        .merge(crate::notify::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .merge(uploads)
         .merge(

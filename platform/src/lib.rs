@@ -35,6 +35,7 @@ pub mod grants;
 pub mod http;
 pub mod intel;
 pub mod monitor;
+pub mod notify;
 pub mod rag;
 pub mod ratelimit;
 pub mod redact;

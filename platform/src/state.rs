@@ -56,6 +56,8 @@ pub struct StateInner {
     pub ai: crate::ai::Ai,
     /// The content filter.
     pub filter: crate::filter::Filter,
+    /// The notification adapters' and integrations' HTTP client.
+    pub notify: crate::notify::Notifier,
     /// Embedded intent examples per agent.
     pub(crate) intents: crate::intel::IntentCache,
 }
@@ -216,10 +218,12 @@ impl AppState {
         let rag = crate::rag::Rag::open(&config.data_dir)?;
         let ai = crate::ai::Ai::new(&config.ai, extras.backends.clone())?;
         let filter = crate::filter::Filter::new(&config.filter)?;
+        let notify = crate::notify::Notifier::new(&config.notify).map_err(PlatformError::Config)?;
         let state = AppState(Arc::new(StateInner {
             rag,
             ai,
             filter,
+            notify,
             events,
             webhooks,
             embedder,

@@ -89,6 +89,18 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/ai/usage"),
     ("get", "/v1/agents/{agent_id}/budget"),
     ("put", "/v1/agents/{agent_id}/budget"),
+    ("get", "/v1/notifications/templates"),
+    ("get", "/v1/notifications/templates/{name}"),
+    ("put", "/v1/notifications/templates/{name}"),
+    ("delete", "/v1/notifications/templates/{name}"),
+    ("get", "/v1/notifications/preferences/{user_id}"),
+    ("put", "/v1/notifications/preferences/{user_id}"),
+    ("post", "/v1/notifications"),
+    ("get", "/v1/notifications"),
+    ("get", "/v1/integrations"),
+    ("put", "/v1/integrations/{name}"),
+    ("delete", "/v1/integrations/{name}"),
+    ("post", "/v1/integrations/{name}/call"),
 ];
 
 fn resolve_refs(doc: &Value, node: &Value, missing: &mut Vec<String>) {
