@@ -265,7 +265,8 @@ impl Bridge {
                     let Some(event) = event else { break };
                     self.on_event(event);
                 }
-                _ = ticker.tick() => {
+                due = ticker.tick() => {
+                    dartmouth_voice::metrics::record_egress_tick(due.into_std(), Instant::now());
                     // Mix what several sources said; keep the listener's clock running
                     // through gaps in the people's audio.
                     ears.tick(&session);

@@ -9,6 +9,7 @@
 //! dartmouth_voice::metrics::record_turn(&dartmouth_voice::agent::TurnRecord::default());
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, histogram};
@@ -33,6 +34,51 @@ pub const PREEMPTIVE_ANSWERS_DROPPED_TOTAL: &str = "dartmouth_preemptive_answers
 pub const TURNS_FAILED_TOTAL: &str = "dartmouth_turns_failed_total";
 /// Counter of user audio frames dropped because an agent's listening thread fell behind.
 pub const AGENT_DROPPED_FRAMES_TOTAL: &str = "dartmouth_agent_dropped_frames_total";
+/// Counter of agent egress ticks (20 ms frames due) that ran more than a frame late.
+pub const EGRESS_DEADLINES_MISSED_TOTAL: &str = "dartmouth_agent_egress_deadlines_missed_total";
+
+/// Egress ticks so far, every agent session of the process.
+static EGRESS_TICKS: AtomicU64 = AtomicU64::new(0);
+/// Egress ticks that ran more than [`crate::frame::FRAME_DURATION`] after they were due.
+static EGRESS_MISSED: AtomicU64 = AtomicU64::new(0);
+/// The latest tick's lateness, worst since [`take_egress_worst_lateness`], in microseconds.
+static EGRESS_WORST_US: AtomicU64 = AtomicU64::new(0);
+
+/// How the agents' 20 ms egress clocks kept time, summed over every session of the process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressTiming {
+    /// Ticks (frame deadlines) so far.
+    pub ticks: u64,
+    /// Ticks that ran more than one frame (20 ms) after they were due: that frame reached the
+    /// media side after the next one was due (a gap or a burst at the listener).
+    pub missed: u64,
+}
+
+/// Records one egress tick that was due at `due` and ran at `now`: two relaxed atomic adds and
+/// a max, no lock, no allocation (the Prometheus counter is touched only on a miss).
+pub fn record_egress_tick(due: std::time::Instant, now: std::time::Instant) {
+    let late = now.saturating_duration_since(due);
+    EGRESS_TICKS.fetch_add(1, Ordering::Relaxed);
+    let late_us = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+    EGRESS_WORST_US.fetch_max(late_us, Ordering::Relaxed);
+    if late > crate::frame::FRAME_DURATION {
+        EGRESS_MISSED.fetch_add(1, Ordering::Relaxed);
+        counter!(EGRESS_DEADLINES_MISSED_TOTAL).increment(1);
+    }
+}
+
+/// The egress ticks and missed deadlines so far (take two readings for an interval).
+pub fn egress_timing() -> EgressTiming {
+    EgressTiming {
+        ticks: EGRESS_TICKS.load(Ordering::Relaxed),
+        missed: EGRESS_MISSED.load(Ordering::Relaxed),
+    }
+}
+
+/// The worst egress lateness since the last call (and starts a new interval).
+pub fn take_egress_worst_lateness() -> Duration {
+    Duration::from_micros(EGRESS_WORST_US.swap(0, Ordering::Relaxed))
+}
 
 /// Registers the descriptions and units of every metric above with the installed recorder
 /// (call once after installing it; harmless without one).
@@ -76,6 +122,11 @@ pub fn describe() {
         AGENT_DROPPED_FRAMES_TOTAL,
         Unit::Count,
         "User audio frames dropped because an agent's listening fell behind"
+    );
+    describe_counter!(
+        EGRESS_DEADLINES_MISSED_TOTAL,
+        Unit::Count,
+        "Agent audio frames handed to the media side more than one 20 ms frame after they were due"
     );
     describe_counter!(
         TURNS_FAILED_TOTAL,
