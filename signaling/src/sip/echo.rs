@@ -7,6 +7,18 @@
 //! at that delay, scaled by the least-squares gain of each frame, is subtracted from the
 //! caller's audio. What remains is what the caller said over the agent (double talk passes),
 //! plus the codec's quantisation noise of the echo, far below speech level.
+//!
+//! Two things keep it sturdy when the echo path moves, as it does whenever a jitter buffer or a
+//! phone's playout slips by a packet (a CPU burst on either side is enough):
+//! - **Per-frame tracking**: every frame also tries the delays one to [`TRACK_FRAMES`] frames
+//!   either side of the current one and moves to a clearly better one at once, instead of
+//!   waiting for the next full search;
+//! - **A residual gate**: the canceller learns how loud the echo path returns the agent (the
+//!   echo return loss, from frames where the echo alone explains the caller's audio). A frame
+//!   whose residual is not well above the loudest echo the reference could produce within the
+//!   delay's uncertainty is echo, cancelled or not, and is silenced. A caller talking over the
+//!   agent at a normal level stands far above it and passes.
+//!
 //! Everything is fixed-size: nothing allocates per frame.
 
 use dartmouth_voice::agent::AgentState;
@@ -25,6 +37,23 @@ const SEARCH_EVERY: u32 = 5;
 const LOCK_CORRELATION: f32 = 0.5;
 /// Reference energy (mean square, i16 scale) above which the agent counts as talking.
 const TALKING_ENERGY: f32 = 1.0e4;
+/// Whole-frame delay shifts tried each frame either side of the current delay.
+pub const TRACK_FRAMES: usize = 3;
+/// A shifted delay replaces the current one when it leaves at most this share of its residual.
+const TRACK_SWITCH: f32 = 0.5;
+/// Echo power gain assumed before the first measurement (−3 dB: a loud speakerphone).
+const INITIAL_ECHO_GAIN: f32 = 0.5;
+/// Lowest echo power gain the estimate falls to (−30 dB).
+const MIN_ECHO_GAIN: f32 = 0.001;
+/// Per-frame decay of the echo power gain estimate while the agent talks (halves in ~7 s).
+const ECHO_GAIN_DECAY: f32 = 0.999;
+/// Share of a frame's energy the aligned reference must explain for the frame to measure the echo
+/// gain (squared correlation): double talk does not.
+const MEASURE_CORRELATION: f32 = 0.7;
+/// Frames of the agent talking (one second) over which an unmeasured echo gain is bounded.
+const BOUND_WINDOW_FRAMES: u32 = 50;
+/// How far above the loudest possible echo a residual must stand to count as the caller (3 dB).
+const GATE_MARGIN: f32 = 2.0;
 
 /// Removes the agent's echo from the caller's audio; see the module docs.
 pub struct EchoGate {
@@ -45,8 +74,20 @@ pub struct EchoGate {
     quiet_frames: u32,
     decimated_ref: Box<[f32]>,
     decimated_mic: Box<[f32]>,
+    /// Estimated echo power gain (echo energy over reference energy; see the module docs).
+    echo_gain: f32,
+    /// Whether `echo_gain` has been measured on this call yet.
+    echo_gain_measured: bool,
+    /// Highest raw caller-to-reference energy ratio in the current bounding window.
+    window_peak: f32,
+    /// Frames with the agent talking in the current bounding window.
+    window_frames: u32,
+    /// Whether a frame of the current bounding window measured the echo gain.
+    window_measured: bool,
     /// Frames in which echo was removed (for tests and metrics).
     pub cancelled_frames: u64,
+    /// Frames silenced by the residual gate (for tests and metrics).
+    pub gated_frames: u64,
 }
 
 impl EchoGate {
@@ -66,7 +107,13 @@ impl EchoGate {
             quiet_frames: u32::MAX,
             decimated_ref: vec![0.0; span].into_boxed_slice(),
             decimated_mic: vec![0.0; WINDOW_MS * rate / 1000 / DECIMATION + 1].into_boxed_slice(),
+            echo_gain: INITIAL_ECHO_GAIN,
+            echo_gain_measured: false,
+            window_peak: 0.0,
+            window_frames: 0,
+            window_measured: false,
             cancelled_frames: 0,
+            gated_frames: 0,
         }
     }
 
@@ -130,34 +177,161 @@ impl EchoGate {
                 self.delay = Some(delay);
             }
         }
-        let Some(delay) = self.delay else { return };
-        // The reference sample aligned with caller sample i of this frame.
+        let loudest = self.loudest_reference(caller.len());
+        let raw = energy(caller);
+        if let Some(delay) = self.delay {
+            let delay = self.track(delay, caller);
+            self.delay = Some(delay);
+            self.cancel(delay, caller);
+        }
+        self.bound_echo_gain(raw, loudest, caller.len());
+        if energy(caller) < GATE_MARGIN * self.echo_gain * loudest {
+            caller.fill(0);
+            self.gated_frames += 1;
+        }
+    }
+
+    /// The longest delay a reference sample can be read at for a frame of `n` samples.
+    fn max_delay(n: usize) -> usize {
+        HISTORY - n
+    }
+
+    /// Least-squares fit of the reference at `delay` to the caller's frame: (x·y, y·y).
+    fn fit(&self, delay: usize, caller: &[i16]) -> (f32, f32) {
         let n = caller.len();
-        let aligned = |i: usize| {
-            f32::from(Self::at(
+        let (mut xy, mut yy) = (0f32, 0f32);
+        for (i, x) in caller.iter().enumerate() {
+            let y = f32::from(Self::at(
                 &self.reference,
                 self.reference_head,
                 delay + n - 1 - i,
-            ))
-        };
-        let (mut xy, mut yy) = (0f32, 0f32);
-        for (i, x) in caller.iter().enumerate() {
-            let y = aligned(i);
+            ));
             xy += f32::from(*x) * y;
             yy += y * y;
         }
-        if yy < 1.0 {
+        (xy, yy)
+    }
+
+    /// The delay to cancel this frame at: the current one, or a whole number of frames away from
+    /// it when that explains clearly more of the frame (the echo path slipped by packets).
+    fn track(&self, delay: usize, caller: &[i16]) -> usize {
+        let n = caller.len();
+        let explained = |(xy, yy): (f32, f32)| {
+            if xy > 0.0 && yy >= 1.0 {
+                xy * xy / yy
+            } else {
+                0.0
+            }
+        };
+        let total = energy(caller);
+        let current = explained(self.fit(delay, caller));
+        let mut best = (delay, current);
+        for k in 1..=TRACK_FRAMES {
+            for candidate in [delay.checked_sub(k * n), Some(delay + k * n)]
+                .into_iter()
+                .flatten()
+            {
+                if candidate > Self::max_delay(n) {
+                    continue;
+                }
+                let score = explained(self.fit(candidate, caller));
+                if score > best.1 {
+                    best = (candidate, score);
+                }
+            }
+        }
+        let (residual_now, residual_best) = (total - current, total - best.1);
+        if best.0 != delay && residual_best < TRACK_SWITCH * residual_now {
+            best.0
+        } else {
+            delay
+        }
+    }
+
+    /// Subtracts the reference at `delay`, scaled by the frame's least-squares gain, and learns
+    /// the echo gain from frames the reference explains.
+    fn cancel(&mut self, delay: usize, caller: &mut [i16]) {
+        let n = caller.len();
+        let (xy, yy) = self.fit(delay, caller);
+        if yy < 1.0 || xy <= 0.0 {
             return;
         }
         let gain = (xy / yy).clamp(0.0, 2.0);
-        if gain <= 0.0 {
-            return;
+        let xx = energy(caller);
+        // An "echo" louder than the agent is the caller saying something alike: not a measure.
+        if xx >= 1.0 && gain <= 1.0 && xy * xy / (xx * yy) >= MEASURE_CORRELATION {
+            let measured = gain * gain;
+            self.echo_gain = if self.echo_gain_measured {
+                (self.echo_gain * ECHO_GAIN_DECAY).max(measured)
+            } else {
+                measured
+            }
+            .max(MIN_ECHO_GAIN);
+            self.echo_gain_measured = true;
+            self.window_measured = true;
         }
         for (i, x) in caller.iter_mut().enumerate() {
-            let residual = f32::from(*x) - gain * aligned(i);
+            let y = f32::from(Self::at(
+                &self.reference,
+                self.reference_head,
+                delay + n - 1 - i,
+            ));
+            let residual = f32::from(*x) - gain * y;
             *x = residual.clamp(-32_768.0, 32_767.0) as i16;
         }
         self.cancelled_frames += 1;
+    }
+
+    /// The energy of the loudest frame of reference the caller's frame could hold as echo: within
+    /// [`TRACK_FRAMES`] frames of the delay, or anywhere in the search range while no delay is
+    /// known, in half-frame steps.
+    fn loudest_reference(&self, n: usize) -> f32 {
+        if n == 0 {
+            return 0.0;
+        }
+        let (from, to) = match self.delay {
+            Some(delay) => (
+                delay.saturating_sub(TRACK_FRAMES * n),
+                (delay + TRACK_FRAMES * n).min(Self::max_delay(n)),
+            ),
+            None => (0, (MAX_DELAY_MS * self.rate / 1000).min(Self::max_delay(n))),
+        };
+        let step = (n / 2).max(1);
+        let mut loudest = 0f32;
+        let mut delay = from;
+        while delay <= to {
+            let mut sum = 0f32;
+            for back in delay..delay + n {
+                sum += f32::from(Self::at(&self.reference, self.reference_head, back)).powi(2);
+            }
+            loudest = loudest.max(sum);
+            delay += step;
+        }
+        loudest
+    }
+
+    /// Lowers an echo gain that a second of the agent talking has not borne out: when no frame
+    /// of it measured the gain, the echo can be no louder than the loudest raw caller frame was
+    /// relative to its reference (a headset returns nothing, and its caller must not have to
+    /// shout over an assumed speakerphone).
+    fn bound_echo_gain(&mut self, raw: f32, loudest: f32, n: usize) {
+        if loudest < TALKING_ENERGY * n as f32 {
+            return;
+        }
+        self.window_peak = self.window_peak.max(raw / loudest);
+        self.window_frames += 1;
+        if self.window_frames < BOUND_WINDOW_FRAMES {
+            return;
+        }
+        if !self.window_measured {
+            self.echo_gain = self
+                .echo_gain
+                .min(2.0 * self.window_peak)
+                .max(MIN_ECHO_GAIN);
+        }
+        self.window_peak = 0.0;
+        self.window_frames = 0;
+        self.window_measured = false;
     }
 
     /// The echo delay (in samples) whose reference best matches the recent caller audio, if the
@@ -250,6 +424,11 @@ impl EchoGate {
     pub fn agent_state(&mut self, _state: AgentState) {}
 }
 
+/// Sum of squares of a frame.
+fn energy(samples: &[i16]) -> f32 {
+    samples.iter().map(|s| f32::from(*s).powi(2)).sum()
+}
+
 fn mean_square(samples: &[i16]) -> f32 {
     if samples.is_empty() {
         return 0.0;
@@ -279,18 +458,48 @@ mod tests {
         mean_square(x)
     }
 
+    /// A second, unrelated voice: noise-excited, with its own syllable rhythm (the tone-based
+    /// [`voice`]s correlate with each other far more than two people do).
+    fn other_voice(n: usize, rate: f32, seed: u32) -> Vec<i16> {
+        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+        let mut low = 0f32;
+        (0..n)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let white = (state as f32 / u32::MAX as f32) * 2.0 - 1.0;
+                low = 0.8 * low + 0.2 * white;
+                let t = i as f32 / rate;
+                let envelope = (0.5 + 0.5 * (t * 5.3 * std::f32::consts::TAU).sin()).powi(2);
+                (envelope * low * 30_000.0).clamp(-32_000.0, 32_000.0) as i16
+            })
+            .collect()
+    }
+
     /// Runs `agent` through a phone that returns it at −10 dB after `delay_ms`, plus `near`.
     fn run(agent: &[i16], near: &[i16], delay_ms: usize) -> (Vec<i16>, Vec<i16>) {
+        run_path(agent, near, 0.316, |_| delay_ms).0
+    }
+
+    /// Runs `agent` through an echo path of amplitude `gain` whose delay in frame `f` is
+    /// `delay_ms(f)`, plus `near`; also returns the canceller.
+    fn run_path(
+        agent: &[i16],
+        near: &[i16],
+        gain: f32,
+        delay_ms: impl Fn(usize) -> usize,
+    ) -> ((Vec<i16>, Vec<i16>), EchoGate) {
         let rate = 8_000;
         let mut gate = EchoGate::new(rate as u32);
-        let delay = delay_ms * rate / 1000;
         let (mut before, mut after) = (Vec::new(), Vec::new());
         for (f, frame) in agent.chunks(160).enumerate() {
+            let delay = delay_ms(f) * rate / 1000;
             let mut caller: Vec<i16> = (0..160)
                 .map(|i| {
                     let t = f * 160 + i;
                     let echo = if t >= delay {
-                        f32::from(agent[t - delay]) * 0.316
+                        f32::from(agent[t - delay]) * gain
                     } else {
                         0.0
                     };
@@ -302,7 +511,7 @@ mod tests {
             after.extend_from_slice(&caller);
             gate.reference(frame);
         }
-        (before, after)
+        ((before, after), gate)
     }
 
     #[test]
@@ -334,6 +543,61 @@ mod tests {
         assert!(
             talk > 20.0 * echo_only,
             "and stands far above the residual echo"
+        );
+    }
+
+    /// The loudest 20 ms frame of `x` after `from`, as a mean square.
+    fn loudest_frame(x: &[i16], from: usize) -> f32 {
+        x[from..].chunks(160).map(mean_square).fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn an_echo_path_that_slips_by_packets_is_still_removed() {
+        // A jitter buffer or a phone's playout slipping by one or two packets at a time.
+        let agent = voice(8_000 * 6, 8_000.0, 0.4);
+        let slips = [80, 100, 140, 120, 60, 80, 100, 60];
+        let ((before, after), gate) =
+            run_path(&agent, &[], 0.316, |f| slips[(f / 35) % slips.len()]);
+        let echo = loudest_frame(&before, 8_000);
+        let left = loudest_frame(&after, 8_000);
+        assert!(
+            left < 0.001 * echo,
+            "no 20 ms frame keeps echo near speech level: loudest left {left:.0} of {echo:.0}"
+        );
+        assert!(gate.cancelled_frames > 200, "{}", gate.cancelled_frames);
+    }
+
+    #[test]
+    fn a_headset_caller_is_not_gated_once_no_echo_shows() {
+        // No echo path at all; after the agent's first second the caller talks over it 6 dB
+        // below the agent's level and must get through whole.
+        let agent = voice(8_000 * 5, 8_000.0, 0.0);
+        let mut near = vec![0i16; 8_000 * 2];
+        near.extend(other_voice(8_000 * 3, 8_000.0, 7).iter().map(|s| s / 2));
+        let ((_, after), _) = run_path(&agent, &near, 0.0, |_| 80);
+        let kept = energy(&after[8_000 * 2..]);
+        let said = energy(&near[8_000 * 2..]);
+        assert!(kept > 0.9 * said, "double talk kept: {kept} of {said}");
+    }
+
+    #[test]
+    fn a_quiet_echo_path_lets_a_soft_caller_through() {
+        // −20 dB echo; the caller talks 10 dB below the agent.
+        let agent = voice(8_000 * 5, 8_000.0, 0.0);
+        let mut near = vec![0i16; 8_000 * 2];
+        near.extend(
+            other_voice(8_000 * 3, 8_000.0, 11)
+                .iter()
+                .map(|s| (f32::from(*s) * 0.316) as i16),
+        );
+        let ((_, after), gate) = run_path(&agent, &near, 0.1, |_| 80);
+        let kept = energy(&after[8_000 * 2 + 800..]);
+        let said = energy(&near[8_000 * 2 + 800..]);
+        assert!(kept > 0.5 * said, "soft double talk kept: {kept} of {said}");
+        assert!(
+            gate.echo_gain < 0.05,
+            "echo gain learnt: {}",
+            gate.echo_gain
         );
     }
 }
