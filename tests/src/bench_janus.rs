@@ -20,7 +20,9 @@ use str0m::media::{Direction, MediaKind, Mid};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::bench_sfu::{BenchClient, SfuBenchOptions, StageResult, Tally, bench_rtc, thread_cpu};
+use crate::bench_sfu::{
+    BenchClient, SfuBenchOptions, StageResult, Tally, await_connected, bench_rtc, thread_cpu,
+};
 use lab::JanusLab;
 
 /// Runs Janus through the stages our SFU completed and returns its table and the ratios (or one
@@ -170,15 +172,8 @@ async fn drive_stage(
     }
     // Janus lists a feed only once its publisher's connection is up.
     let publishers = rooms * options.publishers;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut connected = 0;
-    while connected < publishers && Instant::now() < deadline {
-        if let Ok(Some(())) =
-            tokio::time::timeout(Duration::from_secs(1), connected_rx.recv()).await
-        {
-            connected += 1;
-        }
-    }
+    let mut connected =
+        await_connected(&mut connected_rx, 0, publishers, Duration::from_secs(30)).await;
     if connected < publishers {
         return Err(format!(
             "only {connected} of {publishers} publishers connected to Janus ({})",
@@ -191,14 +186,7 @@ async fn drive_stage(
         }
     }
     let peers = tasks.len();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while connected < peers && Instant::now() < deadline {
-        if let Ok(Some(())) =
-            tokio::time::timeout(Duration::from_secs(1), connected_rx.recv()).await
-        {
-            connected += 1;
-        }
-    }
+    connected = await_connected(&mut connected_rx, connected, peers, Duration::from_secs(60)).await;
     if connected * 100 < peers * 98 {
         let _ = stop.send(true);
         return Err(format!(

@@ -204,15 +204,7 @@ async fn run_stage(options: &SfuBenchOptions, rooms: usize) -> Result<StageResul
         }
     }
     let peers = tasks.len();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut connected = 0;
-    while connected < peers && Instant::now() < deadline {
-        if let Ok(Some(())) =
-            tokio::time::timeout(Duration::from_secs(1), connected_rx.recv()).await
-        {
-            connected += 1;
-        }
-    }
+    let connected = await_connected(&mut connected_rx, 0, peers, Duration::from_secs(60)).await;
     // A handful of handshakes lost on a saturated machine do not void the stage: the missing
     // peers count as loss.
     if connected * 100 < peers * 98 {
@@ -262,6 +254,24 @@ async fn run_stage(options: &SfuBenchOptions, rooms: usize) -> Result<StageResul
 fn thread_stat_path() -> String {
     let link = std::fs::read_link("/proc/thread-self").unwrap_or_default();
     format!("/proc/{}/stat", link.display())
+}
+
+/// Counts peers' "connected" notices on `notices`, starting from `already`, until `target` peers
+/// are up or `within` has passed; returns how many are up.
+pub(crate) async fn await_connected(
+    notices: &mut mpsc::Receiver<()>,
+    already: usize,
+    target: usize,
+    within: Duration,
+) -> usize {
+    let deadline = Instant::now() + within;
+    let mut connected = already;
+    while connected < target && Instant::now() < deadline {
+        if let Ok(Some(())) = tokio::time::timeout(Duration::from_secs(1), notices.recv()).await {
+            connected += 1;
+        }
+    }
+    connected
 }
 
 /// User + system CPU seconds of a thread (or, given `/proc/<pid>/stat`, of all threads of a
