@@ -165,9 +165,10 @@ enum Command {
         /// preemptive answers (each stage waits for the one before).
         #[arg(long)]
         sequential: bool,
-        /// Soak: sessions talking at once (default 20).
-        #[arg(long)]
-        sessions: Option<usize>,
+        /// Soak: sessions talking at once (default 20). Remote: session counts, one stage
+        /// each (default 1,50,100,200).
+        #[arg(long, value_delimiter = ',')]
+        sessions: Vec<usize>,
         /// Soak: minutes they talk (default 10).
         #[arg(long)]
         minutes: Option<f64>,
@@ -180,7 +181,8 @@ enum Command {
         /// SFU: subscribers per room (default 8).
         #[arg(long)]
         subscribers: Option<usize>,
-        /// SFU: measured seconds per stage (default 10).
+        /// SFU: measured seconds per stage (default 10). Remote: seconds the callers ask
+        /// questions per stage (default 30).
         #[arg(long)]
         seconds: Option<u64>,
         /// SFU: skip the comparison with Janus (same stages against its VideoRoom plugin).
@@ -230,6 +232,8 @@ enum BenchSuite {
     Platform,
     /// Soak: N sessions talking to agents for M minutes; RSS over time, fds and tasks after.
     Soak,
+    /// Remote providers: N sessions (1, 50, 100, 200) on real HTTP clients against a mock with fixed delays; added latency, missed egress deadlines, CPU and memory per session.
+    Remote,
     /// Load: N WebRTC callers at once (1, 2, 4, 8, 16), several generated questions each; v2v p50/p95/p99 per N, refusals, memory.
     Load,
     /// End of turn: false cut-offs and decision latency on a generated corpus (several voices, mid-sentence pauses), per eagerness.
@@ -468,7 +472,7 @@ struct BenchOptions {
     turns: Option<usize>,
     barge_ins: Option<usize>,
     early_work: bool,
-    sessions: Option<usize>,
+    sessions: Vec<usize>,
     minutes: Option<f64>,
     rooms: Vec<usize>,
     publishers: Option<usize>,
@@ -510,6 +514,20 @@ fn bench(
                 anyhow::Ok(())
             })
         }
+        BenchSuite::Remote => {
+            let _ = rustls_default_provider();
+            let mut options = dartmouth_tests::bench_remote::RemoteBenchOptions::default();
+            if !cli.sessions.is_empty() {
+                options.sessions = cli.sessions.clone();
+            }
+            if let Some(seconds) = cli.seconds {
+                options.window = std::time::Duration::from_secs(seconds.max(1));
+            }
+            let report = dartmouth_tests::bench_remote::run_remote(store, &options)
+                .map_err(anyhow::Error::msg)?;
+            println!("{}", report.text);
+            Ok(())
+        }
         BenchSuite::Turns => {
             let mut options = dartmouth_benches::turns::TurnsBenchOptions::default();
             options.per_voice = cli.turns.unwrap_or(options.per_voice);
@@ -547,7 +565,7 @@ fn bench(
             let agents = bench_agents(store, config)?;
             runtime()?.block_on(async {
                 let mut options = dartmouth_tests::soak::SoakOptions::default();
-                options.sessions = cli.sessions.unwrap_or(options.sessions);
+                options.sessions = cli.sessions.first().copied().unwrap_or(options.sessions);
                 if let Some(minutes) = cli.minutes {
                     options.duration = std::time::Duration::from_secs_f64(minutes.max(0.1) * 60.0);
                 }

@@ -7,10 +7,14 @@
 pub mod bench;
 pub mod bench_janus;
 pub mod bench_load;
+pub mod bench_remote;
 pub mod bench_sfu;
 pub mod client;
 pub mod gateway;
 pub mod impair;
+pub mod mock_openai;
+pub mod remote_caller;
+pub mod remote_report;
 pub mod sip;
 pub mod sip_bench;
 pub mod soak;
