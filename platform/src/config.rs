@@ -77,6 +77,8 @@ pub struct PlatformConfig {
     pub filter: crate::filter::FilterConfig,
     /// Notifications (SMTP, SMS, push) and integrations.
     pub notify: crate::notify::NotifyConfig,
+    /// Limits of the cross-agent memory.
+    pub memory: crate::memory::MemoryConfig,
 }
 
 /// Settings of the event system (`[platform.events]`).
@@ -213,6 +215,7 @@ impl Default for PlatformConfig {
             ai: crate::ai::AiConfig::default(),
             filter: crate::filter::FilterConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
+            memory: crate::memory::MemoryConfig::default(),
         }
     }
 }

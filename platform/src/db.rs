@@ -70,6 +70,13 @@ fn migrator(dialect: Dialect) -> Migrator {
             include_str!("migrations/0004_orchestration.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            "cross-agent memory".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0005_memory.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -46,6 +46,9 @@ pub struct UserExport {
     /// Conversation transcript lines of the user (as stored: redacted when enabled).
     #[serde(default)]
     pub transcripts: Vec<crate::events::transcripts::TranscriptLine>,
+    /// Memory namespaces the user created, with their live keys and facts.
+    #[serde(default)]
+    pub memory: Vec<crate::memory::export::NamespaceExport>,
 }
 
 /// What a deletion removed.
@@ -62,6 +65,9 @@ pub struct DeletionReport {
     /// Transcript lines removed.
     #[serde(default)]
     pub transcripts: u64,
+    /// Memory namespaces removed (those the user created, with their keys and facts).
+    #[serde(default)]
+    pub memory_namespaces: u64,
 }
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -130,6 +136,7 @@ async fn export_user(
         api_keys: store::list_api_keys(&state, Some(&user_id)).await?,
         audit: state.audit.by_actor(&format!("user:{user_id}")).await?,
         transcripts: crate::events::transcripts::lines_of_user(&state, &user_id).await?,
+        memory: crate::memory::export::of_user(&state, &user_id).await?,
     };
     state
         .audit(
@@ -192,6 +199,7 @@ async fn delete_user(
         .execute(&mut *tx)
         .await?;
     }
+    let memory_namespaces = crate::memory::export::delete_user(&mut tx, &user_id).await?;
     sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
         .bind(&user_id)
         .execute(&mut *tx)
@@ -211,6 +219,7 @@ async fn delete_user(
         files,
         api_keys,
         transcripts,
+        memory_namespaces,
     };
     state
         .audit(

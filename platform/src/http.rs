@@ -375,6 +375,7 @@ pub(crate) fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::opena
         .merge(crate::registry::messages::router())
         .merge(crate::monitor::router())
         .merge(crate::notify::router())
+        .merge(crate::memory::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .merge(uploads)
         .merge(

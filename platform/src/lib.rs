@@ -34,6 +34,7 @@ pub mod gdpr;
 pub mod grants;
 pub mod http;
 pub mod intel;
+pub mod memory;
 pub mod monitor;
 pub mod notify;
 pub mod rag;

@@ -261,6 +261,11 @@ impl AppState {
             "SLA evaluation",
             crate::monitor::evaluate_all,
         ));
+        tokio::spawn(state.downgrade().every(
+            crate::memory::PURGE_INTERVAL,
+            "memory expiry purge",
+            crate::memory::purge_expired,
+        ));
         Ok(state)
     }
 
