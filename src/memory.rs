@@ -6,8 +6,8 @@
 //! back ([`Trimmer`]), off the async runtime. In `dartmouth bench soak` (20 callers, capacity 6,
 //! 10 minutes) RSS after the sessions ended was 1400 MiB with this against 1487 MiB without.
 //!
-//! It does not flatten the soak's staircase: that is ONNX Runtime's CPU arena keeping the Piper
-//! voice's working memory (see the README's soak figures).
+//! The soak's old staircase was not glibc's but ONNX Runtime's CPU arena keeping the Piper voice's
+//! working memory; the voice now gives it back after long runs (`dartmouth_voice::tts::piper`).
 
 use std::sync::mpsc;
 use std::time::Duration;

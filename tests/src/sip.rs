@@ -506,10 +506,15 @@ pub async fn run_sipp_uas(xml: &str, port: u16, limit: Duration) -> SippRun {
     }
 }
 
+/// Phone ticks (20 ms) between slips of [`RtpPhone::talk_with_echo`]'s echo path.
+pub const ECHO_SLIP_EVERY: u32 = 150;
+
 impl RtpPhone {
     /// A phone that says each `(offset, speech)` of `script` at its offset after the bridge's
     /// first packet, and (with `echo`) returns what it hears at `gain` after `delay` — the way a
-    /// speakerphone or a hybrid leaks the far end back. Listens for `listen` in total.
+    /// speakerphone or a hybrid leaks the far end back. Like a real phone's playout, the echo
+    /// path slips now and then: every [`ECHO_SLIP_EVERY`] ticks it takes one packet longer, then
+    /// as many ticks later one packet shorter again. Listens for `listen` in total.
     pub async fn talk_with_echo(
         &self,
         codec: PhoneCodec,
@@ -539,6 +544,7 @@ impl RtpPhone {
         let (mut buf, mut out, mut payload) = ([0u8; 2048], [0u8; 2048], [0u8; 1500]);
         let mut pcm = vec![0i16; 960];
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
+        let mut ticks = 0u32;
         while start.elapsed() < listen {
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
@@ -567,8 +573,15 @@ impl RtpPhone {
                             }
                         }
                     }
+                    ticks += 1;
+                    let slipped = (ticks / ECHO_SLIP_EVERY) % 2 == 1;
+                    if !slipped && ticks % ECHO_SLIP_EVERY == 0 {
+                        // Slipping back: one packet of echo is dropped.
+                        echo_line.pop_front();
+                    }
+                    let line_delay = delay_frames + usize::from(slipped);
                     if let Some((gain, _)) = echo
-                        && echo_line.len() > delay_frames
+                        && echo_line.len() > line_delay
                         && let Some(old) = echo_line.pop_front()
                     {
                         for (m, s) in mix.iter_mut().zip(old) {

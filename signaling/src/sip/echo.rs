@@ -15,8 +15,9 @@
 //!   waiting for the next full search;
 //! - **A residual gate**: the canceller learns how loud the echo path returns the agent (the
 //!   echo return loss, from frames where the echo alone explains the caller's audio). A frame
-//!   whose residual is not well above the loudest echo the reference could produce within the
-//!   delay's uncertainty is echo, cancelled or not, and is silenced. A caller talking over the
+//!   whose residual is not well above the echo the reference could produce there is echo,
+//!   cancelled or not, and is silenced. Until a search confirms the delay in each talk spurt,
+//!   "there" is anywhere in the search range. A caller talking over the
 //!   agent at a normal level stands far above it and passes.
 //!
 //! Everything is fixed-size: nothing allocates per frame.
@@ -28,7 +29,7 @@ const HISTORY: usize = 16_000;
 /// Decimation factor of the delay search.
 const DECIMATION: usize = 4;
 /// Longest echo delay searched, in milliseconds.
-const MAX_DELAY_MS: usize = 400;
+const MAX_DELAY_MS: usize = 600;
 /// Caller audio correlated in the delay search, in milliseconds.
 const WINDOW_MS: usize = 160;
 /// Frames between delay searches while the agent talks.
@@ -69,6 +70,8 @@ pub struct EchoGate {
     filled: usize,
     /// The echo path's delay, in samples, once found.
     delay: Option<usize>,
+    /// Whether a search has confirmed `delay` since the agent last fell silent.
+    confirmed: bool,
     frames_since_search: u32,
     /// Frames since the reference last carried speech.
     quiet_frames: u32,
@@ -103,6 +106,7 @@ impl EchoGate {
             reference_head: 0,
             filled: 0,
             delay: None,
+            confirmed: false,
             frames_since_search: 0,
             quiet_frames: u32::MAX,
             decimated_ref: vec![0.0; span].into_boxed_slice(),
@@ -167,25 +171,36 @@ impl EchoGate {
         let echo_tail = (MAX_DELAY_MS / 20 + 5) as u32;
         if self.quiet_frames > echo_tail {
             // Keep the delay found: the echo path of a call rarely changes, and the next answer
-            // is then cancelled from its first frame.
+            // is then cancelled from its first frame. The gate trusts it again once a search
+            // confirms it.
+            self.confirmed = false;
             return;
         }
         self.frames_since_search += 1;
         if self.delay.is_none() || self.frames_since_search >= SEARCH_EVERY {
             self.frames_since_search = 0;
-            if let Some(delay) = self.search_delay() {
-                self.delay = Some(delay);
+            if let Some(found) = self.search_delay() {
+                // The search's window may straddle a slip that tracking has already followed:
+                // keep whichever delay explains this frame better.
+                let keep = self.delay.is_some_and(|current| {
+                    current != found
+                        && explained(self.fit(current, caller)) > explained(self.fit(found, caller))
+                });
+                if !keep {
+                    self.delay = Some(found);
+                }
+                self.confirmed = true;
             }
         }
-        let loudest = self.loudest_reference(caller.len());
         let raw = energy(caller);
         if let Some(delay) = self.delay {
             let delay = self.track(delay, caller);
             self.delay = Some(delay);
             self.cancel(delay, caller);
         }
-        self.bound_echo_gain(raw, loudest, caller.len());
-        if energy(caller) < GATE_MARGIN * self.echo_gain * loudest {
+        let source = self.echo_source_energy(caller.len());
+        self.bound_echo_gain(raw, source, caller.len());
+        if energy(caller) < GATE_MARGIN * self.echo_gain * source {
             caller.fill(0);
             self.gated_frames += 1;
         }
@@ -216,13 +231,6 @@ impl EchoGate {
     /// it when that explains clearly more of the frame (the echo path slipped by packets).
     fn track(&self, delay: usize, caller: &[i16]) -> usize {
         let n = caller.len();
-        let explained = |(xy, yy): (f32, f32)| {
-            if xy > 0.0 && yy >= 1.0 {
-                xy * xy / yy
-            } else {
-                0.0
-            }
-        };
         let total = energy(caller);
         let current = explained(self.fit(delay, caller));
         let mut best = (delay, current);
@@ -282,43 +290,35 @@ impl EchoGate {
         self.cancelled_frames += 1;
     }
 
-    /// The energy of the loudest frame of reference the caller's frame could hold as echo: within
-    /// [`TRACK_FRAMES`] frames of the delay, or anywhere in the search range while no delay is
-    /// known, in half-frame steps.
-    fn loudest_reference(&self, n: usize) -> f32 {
-        if n == 0 {
-            return 0.0;
-        }
-        let (from, to) = match self.delay {
-            Some(delay) => (
-                delay.saturating_sub(TRACK_FRAMES * n),
-                (delay + TRACK_FRAMES * n).min(Self::max_delay(n)),
-            ),
-            None => (0, (MAX_DELAY_MS * self.rate / 1000).min(Self::max_delay(n))),
+    /// The energy of the reference the caller's frame could hold as echo. Once a search has
+    /// confirmed the delay in the agent's current talk spurt, that is the reference aligned at
+    /// the (tracked) delay. Before that it is the loudest frame anywhere in the search range, in
+    /// half-frame steps: after a pause the echo path may have moved by more than tracking
+    /// follows (a jitter buffer grows under load), and the first words of the next answer must
+    /// not get through.
+    fn echo_source_energy(&self, n: usize) -> f32 {
+        let frame_at = |delay: usize| -> f32 {
+            (delay..delay + n)
+                .map(|back| f32::from(Self::at(&self.reference, self.reference_head, back)).powi(2))
+                .sum()
         };
-        let step = (n / 2).max(1);
-        let mut loudest = 0f32;
-        let mut delay = from;
-        while delay <= to {
-            let mut sum = 0f32;
-            for back in delay..delay + n {
-                sum += f32::from(Self::at(&self.reference, self.reference_head, back)).powi(2);
-            }
-            loudest = loudest.max(sum);
-            delay += step;
+        if let (Some(delay), true) = (self.delay, self.confirmed) {
+            return frame_at(delay);
         }
-        loudest
+        let to = (MAX_DELAY_MS * self.rate / 1000).min(Self::max_delay(n));
+        let step = (n / 2).max(1);
+        (0..=to).step_by(step).map(frame_at).fold(0.0, f32::max)
     }
 
     /// Lowers an echo gain that a second of the agent talking has not borne out: when no frame
     /// of it measured the gain, the echo can be no louder than the loudest raw caller frame was
     /// relative to its reference (a headset returns nothing, and its caller must not have to
     /// shout over an assumed speakerphone).
-    fn bound_echo_gain(&mut self, raw: f32, loudest: f32, n: usize) {
-        if loudest < TALKING_ENERGY * n as f32 {
+    fn bound_echo_gain(&mut self, raw: f32, source: f32, n: usize) {
+        if source < TALKING_ENERGY * n as f32 {
             return;
         }
-        self.window_peak = self.window_peak.max(raw / loudest);
+        self.window_peak = self.window_peak.max(raw / source);
         self.window_frames += 1;
         if self.window_frames < BOUND_WINDOW_FRAMES {
             return;
@@ -422,6 +422,15 @@ impl EchoGate {
 
     /// The agent's state (an interrupted or listening agent sends no more reference).
     pub fn agent_state(&mut self, _state: AgentState) {}
+}
+
+/// The energy a least-squares fit (x·y, y·y) of the reference explains in a frame.
+fn explained((xy, yy): (f32, f32)) -> f32 {
+    if xy > 0.0 && yy >= 1.0 {
+        xy * xy / yy
+    } else {
+        0.0
+    }
 }
 
 /// Sum of squares of a frame.
@@ -531,7 +540,7 @@ mod tests {
     fn a_caller_talking_over_the_agent_still_gets_through() {
         let agent = voice(8_000 * 4, 8_000.0, 0.0);
         let mut near = vec![0i16; 8_000 * 2];
-        near.extend(voice(8_000 * 2, 8_000.0, 1.7).iter().map(|s| s / 2));
+        near.extend(other_voice(8_000 * 2, 8_000.0, 3).iter().map(|s| s / 2));
         let (_, after) = run(&agent, &near, 80);
         let talk = energy(&after[8_000 * 2 + 800..]);
         let echo_only = energy(&after[8_000..8_000 * 2]);
@@ -598,6 +607,26 @@ mod tests {
             gate.echo_gain < 0.05,
             "echo gain learnt: {}",
             gate.echo_gain
+        );
+    }
+
+    #[test]
+    fn the_next_answer_after_a_pause_does_not_leak_when_the_path_moved() {
+        // An answer, a pause, and the next answer over an echo path that has grown by 180 ms
+        // meanwhile (a jitter buffer that grew under load): far past per-frame tracking.
+        let mut agent = voice(8_000 * 2, 8_000.0, 0.0);
+        agent.extend(std::iter::repeat_n(0, 8_000 * 2));
+        // Short words with gaps: the reference at the old delay is silent when their echo comes.
+        for word in 0..4 {
+            agent.extend(voice(1_440, 8_000.0, 0.9 + word as f32));
+            agent.extend(std::iter::repeat_n(0, 3_360));
+        }
+        let ((before, after), _) = run_path(&agent, &[], 0.316, |f| if f < 150 { 80 } else { 260 });
+        let echo = loudest_frame(&before, 8_000 * 4);
+        let left = loudest_frame(&after, 8_000 * 4);
+        assert!(
+            left < 0.001 * echo,
+            "the next answer's echo is gated from its first words: {left:.0} of {echo:.0}"
         );
     }
 }

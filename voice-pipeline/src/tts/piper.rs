@@ -5,8 +5,12 @@
 //! and the sentences are joined with a short pause.
 //!
 //! A VITS run's working memory grows with the audio it produces (about 300 MiB for a 13 s
-//! sentence), so a sentence longer than [`MAX_PHONEMES_PER_RUN`] is spoken in several runs split
-//! between words: one run's memory is bounded whatever text arrives.
+//! sentence). ONNX Runtime serves it from an arena that, left alone, keeps every region it ever
+//! took, and which regions a run needs depends on how earlier runs left them: resident memory
+//! stepped up by ~80 MiB at a time over a day of calls and never came back. So every long run
+//! gives the arena's free regions back when it ends (ONNX Runtime's arena shrinkage), and a sentence
+//! longer than [`MAX_PHONEMES_PER_RUN`] is spoken in several runs split between words, which
+//! bounds one run's memory whatever text arrives.
 //!
 //! ```no_run
 //! use dartmouth_voice::tts::piper::PiperTts;
@@ -21,7 +25,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use dartmouth_models::{Asset, ModelStore};
-use ort::session::Session;
+use ort::session::{RunOptions, Session};
 use ort::value::{Tensor, TensorRef};
 use serde::Deserialize;
 
@@ -41,6 +45,14 @@ const DEFAULT_THREADS: usize = 2;
 /// an answer ([`crate::chunker::MAX_CHUNK_CHARS`] characters) is about this long in IPA, so
 /// answers are rarely split.
 pub const MAX_PHONEMES_PER_RUN: usize = 240;
+
+/// Runs on more ids than this (about 60 phonemes, 3–4 s of speech) give the arena's free regions
+/// back when they end; shorter runs, most of a conversation, keep them for the next run instead
+/// of faulting fresh pages in every time.
+const SHRINK_AFTER_IDS: usize = 120;
+
+/// The run option that has ONNX Runtime free the CPU arena's unused regions after a run.
+const ARENA_SHRINKAGE: (&str, &str) = ("memory.enable_memory_arena_shrinkage", "cpu:0");
 
 /// What can go wrong loading or running a Piper voice.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +119,10 @@ impl Default for InferenceConfig {
 /// A Piper (VITS) voice on ONNX Runtime; the embedded default is `en_US-joe-medium`.
 pub struct PiperTts {
     session: Session,
+    /// Options of a run that gives the arena's free regions back when it ends.
+    shrinking: RunOptions,
+    /// Options of a run that leaves the arena as it is.
+    keeping: RunOptions,
     ids: HashMap<char, Vec<i64>>,
     voice: String,
     sample_rate: u32,
@@ -157,8 +173,12 @@ impl PiperTts {
             }
         }
         let i = config.inference;
+        let mut shrinking = RunOptions::new()?;
+        shrinking.set(ARENA_SHRINKAGE.0, ARENA_SHRINKAGE.1)?;
         Ok(Self {
             session,
+            shrinking,
+            keeping: RunOptions::new()?,
             ids,
             voice: config.espeak.voice,
             sample_rate: config.audio.sample_rate,
@@ -215,11 +235,18 @@ impl PiperTts {
     /// Runs the model on one sentence's ids and appends its audio to `pcm`.
     fn infer(&mut self, ids: &[i64], pcm: &mut Vec<i16>) -> Result<(), PiperError> {
         let len = ids.len();
-        let outputs = self.session.run(ort::inputs![
-            "input" => TensorRef::from_array_view(([1usize, len], ids))?,
-            "input_lengths" => Tensor::from_array(([1usize], vec![len as i64]))?,
-            "scales" => TensorRef::from_array_view(([3usize], &self.scales[..]))?,
-        ])?;
+        let outputs = self.session.run_with_options(
+            ort::inputs![
+                "input" => TensorRef::from_array_view(([1usize, len], ids))?,
+                "input_lengths" => Tensor::from_array(([1usize], vec![len as i64]))?,
+                "scales" => TensorRef::from_array_view(([3usize], &self.scales[..]))?,
+            ],
+            if len > SHRINK_AFTER_IDS {
+                &self.shrinking
+            } else {
+                &self.keeping
+            },
+        )?;
         let (_, audio) = outputs[0].try_extract_tensor::<f32>()?;
         pcm.reserve(audio.len());
         pcm.extend(audio.iter().map(|&s| float_to_i16(s)));
