@@ -49,6 +49,12 @@ pub struct UserExport {
     /// Memory namespaces the user created, with their live keys and facts.
     #[serde(default)]
     pub memory: Vec<crate::memory::export::NamespaceExport>,
+    /// The user's notification preferences (channels and addresses), if set.
+    #[serde(default)]
+    pub notification_preferences: Option<crate::notify::preferences::UserPreferences>,
+    /// Every notification attempt recorded for the user, newest first.
+    #[serde(default)]
+    pub notifications: Vec<crate::notify::routes::Notification>,
 }
 
 /// What a deletion removed.
@@ -137,6 +143,9 @@ async fn export_user(
         audit: state.audit.by_actor(&format!("user:{user_id}")).await?,
         transcripts: crate::events::transcripts::lines_of_user(&state, &user_id).await?,
         memory: crate::memory::export::of_user(&state, &user_id).await?,
+        notification_preferences: crate::notify::preferences::load_preferences(&state, &user_id)
+            .await?,
+        notifications: crate::notify::routes::history(&state, &user_id, i64::MAX).await?,
     };
     state
         .audit(

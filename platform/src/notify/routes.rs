@@ -433,9 +433,20 @@ async fn list_notifications(
     if !(1..=MAX_HISTORY).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit: 1-{MAX_HISTORY}")));
     }
+    history(&state, &query.user_id, i64::from(limit))
+        .await
+        .map(Json)
+}
+
+/// The newest `limit` recorded attempts for `user_id`, newest first (also the GDPR export's).
+pub(crate) async fn history(
+    state: &AppState,
+    user_id: &str,
+    limit: i64,
+) -> Result<Vec<Notification>, ApiError> {
     let rows = sqlx::query("SELECT id, user_id, channel, status, detail, at FROM notifications WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2")
-        .bind(&query.user_id)
-        .bind(i64::from(limit))
+        .bind(user_id)
+        .bind(limit)
         .fetch_all(&state.db.pool)
         .await?;
     rows.iter()
@@ -450,5 +461,4 @@ async fn list_notifications(
             })
         })
         .collect::<Result<_, ApiError>>()
-        .map(Json)
 }
