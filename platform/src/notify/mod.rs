@@ -9,6 +9,7 @@
 //! operator's own configuration and is commonly a local relay, so it is not SSRF-checked.
 
 mod channels;
+mod client;
 pub mod integrations;
 pub mod preferences;
 pub mod routes;

@@ -86,6 +86,76 @@ export interface AgentRegistration {
     heartbeat_interval_ms?: number;
     capacity?: number;
 }
+export interface MemoryEntry<T extends Json = Json> {
+    namespace: string;
+    key: string;
+    value: T;
+    expires_at: number | null;
+    created_at: number;
+    updated_at: number;
+    updated_by: string;
+}
+export interface MemoryKeyPage {
+    keys: {
+        key: string;
+        size: number;
+        expires_at: number | null;
+        updated_at: number;
+    }[];
+    next_after: string | null;
+}
+export interface MemoryGrant {
+    principal: string;
+    access: "read" | "write";
+    granted_by: string;
+    created_at: number;
+}
+export interface Fact {
+    id: string;
+    namespace: string;
+    text: string;
+    metadata: JsonObject;
+    expires_at: number | null;
+    created_at: number;
+    created_by: string;
+}
+export interface ScoredFact {
+    score: number;
+    fact: Fact;
+}
+export type Channel = "email" | "sms" | "push";
+export interface NotificationPreferences {
+    channels: Channel[];
+    email?: string | null;
+    phone?: string | null;
+    push_token?: string | null;
+}
+export interface NotificationTemplate {
+    name: string;
+    subject: string;
+    body: string;
+    variables: string[];
+    updated_at: number;
+}
+export interface SendNotification {
+    user_id: string;
+    channel: Channel;
+    template?: string;
+    subject?: string;
+    body?: string;
+    variables?: {
+        [name: string]: string;
+    };
+}
+/** One recorded attempt: `sent`, `failed` (the provider failed) or `refused` (opted out). */
+export interface Notification {
+    id: string;
+    user_id: string;
+    channel: Channel;
+    status: string;
+    detail: string;
+    at: number;
+}
 export interface ApiKeyCreated {
     key: string;
     info: {
@@ -188,6 +258,62 @@ export declare class DartmouthClient {
         route: (capability: string, strategy?: "round_robin" | "least_loaded") => Promise<RegisteredAgent>;
         deregister: (id: string) => Promise<void>;
     };
+    /**
+     * Cross-agent memory: namespaced keys with TTLs and semantic facts, shared through grants. The
+     * first write to a namespace creates it, owned by the writer; others need a grant (403 without).
+     */
+    readonly memory: {
+        /** Store `value` (any JSON but null) under `key`, expiring after `ttlSeconds` when given. */
+        put: <T extends Json>(namespace: string, key: string, value: T, opts?: {
+            ttlSeconds?: number;
+        }) => Promise<MemoryEntry<T>>;
+        /** The entry under `key` (a 404 DartmouthError once expired or deleted). */
+        get: <T extends Json>(namespace: string, key: string) => Promise<MemoryEntry<T>>;
+        delete: (namespace: string, key: string) => Promise<void>;
+        /** One page of live keys in key order; pass `next_after` back as `after` for the next. */
+        list: (namespace: string, opts?: {
+            prefix?: string;
+            after?: string;
+            limit?: number;
+        }) => Promise<MemoryKeyPage>;
+        /** Grant `principal` (`agent:<id>`, `user:<id>`, `key:<id>` or an agent id) read or write access (owner or admin). */
+        grant: (namespace: string, principal: string, access: "read" | "write") => Promise<MemoryGrant>;
+        revoke: (namespace: string, principal: string) => Promise<void>;
+        /** Remember a fact (embedded by the sidecar's MiniLM). */
+        addFact: (namespace: string, text: string, opts?: {
+            metadata?: JsonObject;
+            ttlSeconds?: number;
+        }) => Promise<Fact>;
+        /** The facts closest in meaning to `query`, most similar first. */
+        searchFacts: (namespace: string, queryText: string, opts?: {
+            k?: number;
+            minScore?: number;
+        }) => Promise<ScoredFact[]>;
+        deleteFact: (namespace: string, id: string) => Promise<void>;
+    };
+    /** Notifications: per-user preferences, templates, sending and history. */
+    readonly notifications: {
+        setPreferences: (userId: string, preferences: NotificationPreferences) => Promise<{
+            user_id: string;
+            preferences: NotificationPreferences;
+            updated_at: number;
+        }>;
+        preferences: (userId: string) => Promise<{
+            user_id: string;
+            preferences: NotificationPreferences;
+            updated_at: number;
+        }>;
+        putTemplate: (name: string, template: {
+            subject?: string;
+            body: string;
+        }) => Promise<NotificationTemplate>;
+        templates: () => Promise<NotificationTemplate[]>;
+        deleteTemplate: (name: string) => Promise<void>;
+        /** Send; an opted-out channel is a 409 and a failed provider a 502 DartmouthError (both recorded). */
+        send: (request: SendNotification) => Promise<Notification>;
+        /** The user's recorded attempts, newest first. */
+        history: (userId: string, limit?: number) => Promise<Notification[]>;
+    };
     /** GDPR/CCPA: export and delete a user's data. */
     readonly privacy: {
         exportUser: (userId: string) => Promise<JsonObject>;
@@ -204,6 +330,7 @@ export declare class DartmouthClient {
     private adopt;
     private requireAgent;
     private dbPath;
+    private memoryPath;
     private filePath;
     private credential;
     private raw;

@@ -22,6 +22,11 @@ export class DartmouthError extends Error {
     }
 }
 const segment = (s) => encodeURIComponent(s);
+/** `?a=1&b=x` of the defined values (empty when none). */
+const query = (params) => {
+    const pairs = Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${segment(String(v))}`);
+    return pairs.length ? `?${pairs.join("&")}` : "";
+};
 export class DartmouthClient {
     baseUrl;
     agentId;
@@ -111,6 +116,39 @@ export class DartmouthClient {
         route: (capability, strategy = "round_robin") => this.request("POST", "/v1/registry/route", { capability, strategy }),
         deregister: (id) => this.request("DELETE", `/v1/registry/agents/${segment(id)}`),
     };
+    /**
+     * Cross-agent memory: namespaced keys with TTLs and semantic facts, shared through grants. The
+     * first write to a namespace creates it, owned by the writer; others need a grant (403 without).
+     */
+    memory = {
+        /** Store `value` (any JSON but null) under `key`, expiring after `ttlSeconds` when given. */
+        put: (namespace, key, value, opts = {}) => this.request("PUT", this.memoryPath(namespace, `keys/${segment(key)}`), opts.ttlSeconds === undefined ? { value } : { value, ttl_seconds: opts.ttlSeconds }),
+        /** The entry under `key` (a 404 DartmouthError once expired or deleted). */
+        get: (namespace, key) => this.request("GET", this.memoryPath(namespace, `keys/${segment(key)}`)),
+        delete: (namespace, key) => this.request("DELETE", this.memoryPath(namespace, `keys/${segment(key)}`)),
+        /** One page of live keys in key order; pass `next_after` back as `after` for the next. */
+        list: (namespace, opts = {}) => this.request("GET", this.memoryPath(namespace, `keys${query(opts)}`)),
+        /** Grant `principal` (`agent:<id>`, `user:<id>`, `key:<id>` or an agent id) read or write access (owner or admin). */
+        grant: (namespace, principal, access) => this.request("PUT", this.memoryPath(namespace, `grants/${segment(principal)}`), { access }),
+        revoke: (namespace, principal) => this.request("DELETE", this.memoryPath(namespace, `grants/${segment(principal)}`)),
+        /** Remember a fact (embedded by the sidecar's MiniLM). */
+        addFact: (namespace, text, opts = {}) => this.request("POST", this.memoryPath(namespace, "facts"), { text, metadata: opts.metadata ?? {}, ...(opts.ttlSeconds === undefined ? {} : { ttl_seconds: opts.ttlSeconds }) }),
+        /** The facts closest in meaning to `query`, most similar first. */
+        searchFacts: (namespace, queryText, opts = {}) => this.request("POST", this.memoryPath(namespace, "facts/search"), { query: queryText, k: opts.k ?? 5, min_score: opts.minScore ?? 0 }),
+        deleteFact: (namespace, id) => this.request("DELETE", this.memoryPath(namespace, `facts/${segment(id)}`)),
+    };
+    /** Notifications: per-user preferences, templates, sending and history. */
+    notifications = {
+        setPreferences: (userId, preferences) => this.request("PUT", `/v1/notifications/preferences/${segment(userId)}`, preferences),
+        preferences: (userId) => this.request("GET", `/v1/notifications/preferences/${segment(userId)}`),
+        putTemplate: (name, template) => this.request("PUT", `/v1/notifications/templates/${segment(name)}`, template),
+        templates: () => this.request("GET", "/v1/notifications/templates"),
+        deleteTemplate: (name) => this.request("DELETE", `/v1/notifications/templates/${segment(name)}`),
+        /** Send; an opted-out channel is a 409 and a failed provider a 502 DartmouthError (both recorded). */
+        send: (request) => this.request("POST", "/v1/notifications", request),
+        /** The user's recorded attempts, newest first. */
+        history: (userId, limit = 100) => this.request("GET", `/v1/notifications${query({ user_id: userId, limit })}`),
+    };
     /** GDPR/CCPA: export and delete a user's data. */
     privacy = {
         exportUser: (userId) => this.request("GET", `/v1/users/${segment(userId)}/export`),
@@ -141,6 +179,9 @@ export class DartmouthClient {
     }
     dbPath(collection) {
         return `/v1/agents/${segment(this.requireAgent())}/db/${segment(collection)}`;
+    }
+    memoryPath(namespace, rest) {
+        return `/v1/memory/${segment(namespace)}/${rest}`;
     }
     filePath(key) {
         return `/v1/agents/${segment(this.requireAgent())}/files/${segment(key)}`;

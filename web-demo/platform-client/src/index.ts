@@ -33,6 +33,17 @@ export interface FileInfo { agent_id: string; key: string; content_type: string;
 export type Health = "healthy" | "degraded" | "down";
 export interface RegisteredAgent { id: string; name: string; capabilities: string[]; endpoint: string; version: string; heartbeat_interval_ms: number; capacity: number; active: number; health: Health; registered_at: number; last_heartbeat: number }
 export interface AgentRegistration { name: string; capabilities: string[]; endpoint: string; version?: string; heartbeat_interval_ms?: number; capacity?: number }
+export interface MemoryEntry<T extends Json = Json> { namespace: string; key: string; value: T; expires_at: number | null; created_at: number; updated_at: number; updated_by: string }
+export interface MemoryKeyPage { keys: { key: string; size: number; expires_at: number | null; updated_at: number }[]; next_after: string | null }
+export interface MemoryGrant { principal: string; access: "read" | "write"; granted_by: string; created_at: number }
+export interface Fact { id: string; namespace: string; text: string; metadata: JsonObject; expires_at: number | null; created_at: number; created_by: string }
+export interface ScoredFact { score: number; fact: Fact }
+export type Channel = "email" | "sms" | "push";
+export interface NotificationPreferences { channels: Channel[]; email?: string | null; phone?: string | null; push_token?: string | null }
+export interface NotificationTemplate { name: string; subject: string; body: string; variables: string[]; updated_at: number }
+export interface SendNotification { user_id: string; channel: Channel; template?: string; subject?: string; body?: string; variables?: { [name: string]: string } }
+/** One recorded attempt: `sent`, `failed` (the provider failed) or `refused` (opted out). */
+export interface Notification { id: string; user_id: string; channel: Channel; status: string; detail: string; at: number }
 export interface ApiKeyCreated { key: string; info: { id: string; name: string; role: Role; agent_id: string | null; scopes: string[] } }
 
 /** Every failure: the sidecar's `{"error": {"code", "message", "request_id"}}` plus the status. */
@@ -49,6 +60,11 @@ export class DartmouthError extends Error {
 }
 
 const segment = (s: string) => encodeURIComponent(s);
+/** `?a=1&b=x` of the defined values (empty when none). */
+const query = (params: { [name: string]: string | number | undefined }): string => {
+  const pairs = Object.entries(params).filter(([, v]) => v !== undefined).map(([k, v]) => `${k}=${segment(String(v))}`);
+  return pairs.length ? `?${pairs.join("&")}` : "";
+};
 
 interface TokenPair { access_token: string; refresh_token: string; expires_in: number; user_id: string; role: Role }
 
@@ -153,6 +169,50 @@ export class DartmouthClient {
     deregister: (id: string): Promise<void> => this.request("DELETE", `/v1/registry/agents/${segment(id)}`),
   };
 
+  /**
+   * Cross-agent memory: namespaced keys with TTLs and semantic facts, shared through grants. The
+   * first write to a namespace creates it, owned by the writer; others need a grant (403 without).
+   */
+  readonly memory = {
+    /** Store `value` (any JSON but null) under `key`, expiring after `ttlSeconds` when given. */
+    put: <T extends Json>(namespace: string, key: string, value: T, opts: { ttlSeconds?: number } = {}): Promise<MemoryEntry<T>> =>
+      this.request("PUT", this.memoryPath(namespace, `keys/${segment(key)}`), opts.ttlSeconds === undefined ? { value } : { value, ttl_seconds: opts.ttlSeconds }),
+    /** The entry under `key` (a 404 DartmouthError once expired or deleted). */
+    get: <T extends Json>(namespace: string, key: string): Promise<MemoryEntry<T>> => this.request("GET", this.memoryPath(namespace, `keys/${segment(key)}`)),
+    delete: (namespace: string, key: string): Promise<void> => this.request("DELETE", this.memoryPath(namespace, `keys/${segment(key)}`)),
+    /** One page of live keys in key order; pass `next_after` back as `after` for the next. */
+    list: (namespace: string, opts: { prefix?: string; after?: string; limit?: number } = {}): Promise<MemoryKeyPage> =>
+      this.request("GET", this.memoryPath(namespace, `keys${query(opts)}`)),
+    /** Grant `principal` (`agent:<id>`, `user:<id>`, `key:<id>` or an agent id) read or write access (owner or admin). */
+    grant: (namespace: string, principal: string, access: "read" | "write"): Promise<MemoryGrant> =>
+      this.request("PUT", this.memoryPath(namespace, `grants/${segment(principal)}`), { access }),
+    revoke: (namespace: string, principal: string): Promise<void> => this.request("DELETE", this.memoryPath(namespace, `grants/${segment(principal)}`)),
+    /** Remember a fact (embedded by the sidecar's MiniLM). */
+    addFact: (namespace: string, text: string, opts: { metadata?: JsonObject; ttlSeconds?: number } = {}): Promise<Fact> =>
+      this.request("POST", this.memoryPath(namespace, "facts"), { text, metadata: opts.metadata ?? {}, ...(opts.ttlSeconds === undefined ? {} : { ttl_seconds: opts.ttlSeconds }) }),
+    /** The facts closest in meaning to `query`, most similar first. */
+    searchFacts: (namespace: string, queryText: string, opts: { k?: number; minScore?: number } = {}): Promise<ScoredFact[]> =>
+      this.request("POST", this.memoryPath(namespace, "facts/search"), { query: queryText, k: opts.k ?? 5, min_score: opts.minScore ?? 0 }),
+    deleteFact: (namespace: string, id: string): Promise<void> => this.request("DELETE", this.memoryPath(namespace, `facts/${segment(id)}`)),
+  };
+
+  /** Notifications: per-user preferences, templates, sending and history. */
+  readonly notifications = {
+    setPreferences: (userId: string, preferences: NotificationPreferences): Promise<{ user_id: string; preferences: NotificationPreferences; updated_at: number }> =>
+      this.request("PUT", `/v1/notifications/preferences/${segment(userId)}`, preferences),
+    preferences: (userId: string): Promise<{ user_id: string; preferences: NotificationPreferences; updated_at: number }> =>
+      this.request("GET", `/v1/notifications/preferences/${segment(userId)}`),
+    putTemplate: (name: string, template: { subject?: string; body: string }): Promise<NotificationTemplate> =>
+      this.request("PUT", `/v1/notifications/templates/${segment(name)}`, template),
+    templates: (): Promise<NotificationTemplate[]> => this.request("GET", "/v1/notifications/templates"),
+    deleteTemplate: (name: string): Promise<void> => this.request("DELETE", `/v1/notifications/templates/${segment(name)}`),
+    /** Send; an opted-out channel is a 409 and a failed provider a 502 DartmouthError (both recorded). */
+    send: (request: SendNotification): Promise<Notification> => this.request("POST", "/v1/notifications", request),
+    /** The user's recorded attempts, newest first. */
+    history: (userId: string, limit = 100): Promise<Notification[]> =>
+      this.request("GET", `/v1/notifications${query({ user_id: userId, limit })}`),
+  };
+
   /** GDPR/CCPA: export and delete a user's data. */
   readonly privacy = {
     exportUser: (userId: string): Promise<JsonObject> => this.request("GET", `/v1/users/${segment(userId)}/export`),
@@ -187,6 +247,10 @@ export class DartmouthClient {
 
   private dbPath(collection: string): string {
     return `/v1/agents/${segment(this.requireAgent())}/db/${segment(collection)}`;
+  }
+
+  private memoryPath(namespace: string, rest: string): string {
+    return `/v1/memory/${segment(namespace)}/${rest}`;
   }
 
   private filePath(key: string): string {

@@ -75,6 +75,57 @@ test("registry.route asks for a capability and surfaces 'nobody live' as a 503",
   await assert.rejects(client.registry.route("billing"), (e) => e.status === 503 && /billing/.test(e.message));
 });
 
+test("memory: put with a TTL, read, grant and search address the namespace's routes", async () => {
+  const entry = { namespace: "orders mem", key: "cart:42", value: { items: 3 }, expires_at: 5, created_at: 1, updated_at: 1, updated_by: "agent:planner" };
+  const { fn, calls } = fakeFetch([
+    { body: entry },
+    { body: entry },
+    { body: { keys: [], next_after: null } },
+    { body: { principal: "agent:support", access: "read", granted_by: "agent:planner", created_at: 1 } },
+    { status: 201, body: { id: "f1", namespace: "orders mem", text: "ships Tuesdays", metadata: { n: 1 }, expires_at: null, created_at: 1, created_by: "agent:planner" } },
+    { body: [{ score: 0.8, fact: { id: "f1" } }] },
+    { status: 403, body: { error: { code: "forbidden", message: "no read grant on memory namespace x", request_id: "r" } } },
+  ]);
+  const client = new DartmouthClient({ apiKey: "dk_k_s", fetch: fn });
+  assert.deepEqual((await client.memory.put("orders mem", "cart:42", { items: 3 }, { ttlSeconds: 60 })).value, { items: 3 });
+  assert.equal(calls[0].method, "PUT");
+  assert.equal(calls[0].url, "/v1/memory/orders%20mem/keys/cart%3A42");
+  assert.deepEqual(JSON.parse(calls[0].body), { value: { items: 3 }, ttl_seconds: 60 });
+  await client.memory.get("orders mem", "cart:42");
+  assert.equal(calls[1].method, "GET");
+  await client.memory.list("orders mem", { prefix: "cart:", limit: 10 });
+  assert.equal(calls[2].url, "/v1/memory/orders%20mem/keys?prefix=cart%3A&limit=10");
+  assert.equal((await client.memory.grant("orders mem", "support", "read")).access, "read");
+  assert.equal(calls[3].url, "/v1/memory/orders%20mem/grants/support");
+  assert.deepEqual(JSON.parse(calls[3].body), { access: "read" });
+  await client.memory.addFact("orders mem", "ships Tuesdays", { metadata: { n: 1 } });
+  assert.deepEqual(JSON.parse(calls[4].body), { text: "ships Tuesdays", metadata: { n: 1 } });
+  const found = await client.memory.searchFacts("orders mem", "when does it leave", { k: 3 });
+  assert.equal(found[0].fact.id, "f1");
+  assert.equal(calls[5].url, "/v1/memory/orders%20mem/facts/search");
+  assert.deepEqual(JSON.parse(calls[5].body), { query: "when does it leave", k: 3, min_score: 0 });
+  await assert.rejects(client.memory.get("x", "k"), (e) => e.status === 403 && e.code === "forbidden");
+});
+
+test("notifications: preferences, send and history; an opt-out is a 409", async () => {
+  const sent = { id: "n1", user_id: "u1", channel: "email", status: "sent", detail: "250 ok", at: 1 };
+  const { fn, calls } = fakeFetch([
+    { body: { user_id: "u1", preferences: { channels: ["email"], email: "ann@example.com" }, updated_at: 1 } },
+    { status: 201, body: sent },
+    { status: 409, body: { error: { code: "conflict", message: "refused: opted out", request_id: "r" } } },
+    { body: [sent] },
+  ]);
+  const client = new DartmouthClient({ apiKey: "dk_k_s", fetch: fn });
+  await client.notifications.setPreferences("u1", { channels: ["email"], email: "ann@example.com" });
+  assert.equal(calls[0].method, "PUT");
+  assert.equal(calls[0].url, "/v1/notifications/preferences/u1");
+  assert.equal((await client.notifications.send({ user_id: "u1", channel: "email", template: "welcome", variables: { name: "Ann" } })).status, "sent");
+  assert.deepEqual(JSON.parse(calls[1].body), { user_id: "u1", channel: "email", template: "welcome", variables: { name: "Ann" } });
+  await assert.rejects(client.notifications.send({ user_id: "u1", channel: "sms", body: "hi" }), (e) => e.status === 409 && /opted out/.test(e.message));
+  assert.equal((await client.notifications.history("u1", 5))[0].id, "n1");
+  assert.equal(calls[3].url, "/v1/notifications?user_id=u1&limit=5");
+});
+
 const live = process.env.PLATFORM_URL;
 test("live: login, key, insert, query, upload, signed URL", { skip: live ? false : "PLATFORM_URL not set" }, async () => {
   const admin = new DartmouthClient({ baseUrl: live });
