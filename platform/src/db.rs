@@ -77,6 +77,13 @@ fn migrator(dialect: Dialect) -> Migrator {
             include_str!("migrations/0005_memory.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            6,
+            "notification retries".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0006_notify_retry.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

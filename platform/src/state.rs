@@ -266,6 +266,11 @@ impl AppState {
             "memory expiry purge",
             crate::memory::purge_expired,
         ));
+        tokio::spawn(state.downgrade().every(
+            crate::notify::retry::RETRY_POLL,
+            "notification retries",
+            crate::notify::retry::pass,
+        ));
         Ok(state)
     }
 

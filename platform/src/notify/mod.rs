@@ -12,6 +12,7 @@ mod channels;
 mod client;
 pub mod integrations;
 pub mod preferences;
+pub mod retry;
 pub mod routes;
 
 use crate::error::ApiError;
@@ -46,6 +47,13 @@ pub struct NotifyConfig {
     pub timeout_ms: u64,
     /// Largest integration response read back, in bytes. Default 1 MiB.
     pub max_response_bytes: usize,
+    /// Attempts a notification gets before it is `failed` (1: no retries). Default 4.
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; it doubles per attempt (the upper half is
+    /// jitter). Default 10 000.
+    pub retry_base_ms: u64,
+    /// Longest delay between retries, in milliseconds. Default 3 600 000 (1 h).
+    pub retry_max_ms: u64,
 }
 
 impl Default for NotifyConfig {
@@ -57,6 +65,9 @@ impl Default for NotifyConfig {
             allow_private_targets: false,
             timeout_ms: 10_000,
             max_response_bytes: 1024 * 1024,
+            max_attempts: 4,
+            retry_base_ms: 10_000,
+            retry_max_ms: 3_600_000,
         }
     }
 }
@@ -182,6 +193,16 @@ impl Channel {
             Channel::Email => "email",
             Channel::Sms => "sms",
             Channel::Push => "push",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(name: &str) -> Option<Channel> {
+        match name {
+            "email" => Some(Channel::Email),
+            "sms" => Some(Channel::Sms),
+            "push" => Some(Channel::Push),
+            _ => None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! HTTP face of notifications: templates, per-user preferences, sending, history.
 
-use super::channels::{self, Outbound};
+use super::channels::Outbound;
 use super::preferences::load_preferences;
+use super::retry::{Pending, after_attempt, deliver};
 use super::{Channel, check_message, placeholders, render};
 use crate::auth::{Permission, Principal};
 use crate::db::now_ms;
@@ -240,29 +241,45 @@ pub struct Notification {
     pub user_id: String,
     /// `email`, `sms` or `push`.
     pub channel: String,
-    /// `sent`, `failed` or `refused` (the user does not accept the channel).
+    /// `sent`; `pending` (an attempt failed, another is scheduled); `failed` (every attempt
+    /// failed); or `refused` (the user does not accept the channel).
     pub status: String,
-    /// What the provider answered, why it failed or why it was refused.
+    /// What the provider answered, why the last attempt failed or why it was refused.
     pub detail: String,
-    /// Unix milliseconds.
+    /// Unix milliseconds of the last attempt.
     pub at: i64,
+    /// Attempts made so far (0 when refused).
+    #[serde(default)]
+    pub attempts: i64,
+    /// Unix milliseconds of the next attempt, while `pending`.
+    #[serde(default)]
+    pub next_attempt_at: Option<i64>,
 }
 
-async fn record(state: &AppState, n: &Notification) -> Result<(), ApiError> {
-    sqlx::query("INSERT INTO notifications (id, user_id, channel, status, detail, at) VALUES ($1, $2, $3, $4, $5, $6)")
+async fn record(
+    state: &AppState,
+    n: &Notification,
+    payload: Option<String>,
+) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO notifications (id, user_id, channel, status, detail, at, attempts, next_attempt_at, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(&n.id)
         .bind(&n.user_id)
         .bind(&n.channel)
         .bind(&n.status)
         .bind(&n.detail)
         .bind(n.at)
+        .bind(n.attempts)
+        .bind(n.next_attempt_at)
+        .bind(payload)
         .execute(&state.db.pool)
         .await?;
     Ok(())
 }
 
 /// Send a notification. The user's preferences decide: a channel they do not accept is refused
-/// (409, recorded as `refused`); a delivery the provider rejects is recorded as `failed` (502).
+/// (409, recorded as `refused`). The first attempt is made now: a delivery the provider rejects
+/// answers 502 and is recorded as `pending` with a retry scheduled (exponential back-off, up to
+/// `notify.max_attempts` attempts, then `failed`); the history shows its progress.
 /// A channel this sidecar has no configuration for answers 409 `not_configured`, storing nothing.
 #[utoipa::path(post, path = "/v1/notifications", tag = "notifications", security(("bearer" = [])),
     request_body = SendNotification,
@@ -334,6 +351,8 @@ async fn send_notification(
         status: String::new(),
         detail: String::new(),
         at: now_ms(),
+        attempts: 0,
+        next_attempt_at: None,
     };
     let address = preferences
         .address(request.channel)
@@ -344,7 +363,7 @@ async fn send_notification(
             "the user does not accept {} notifications",
             request.channel.as_str()
         );
-        record(&state, &notification).await?;
+        record(&state, &notification, None).await?;
         state
             .audit(
                 &principal.actor(),
@@ -368,28 +387,22 @@ async fn send_notification(
         subject,
         body,
     };
-    let notifier = &state.notify;
-    let outcome = match request.channel {
-        Channel::Email => match &config.smtp {
-            Some(c) => channels::send_email(notifier, c, &outbound).await,
-            None => Err("email is not configured".into()),
-        },
-        Channel::Sms => match &config.sms {
-            Some(c) => channels::send_sms(notifier, c, &outbound).await,
-            None => Err("sms is not configured".into()),
-        },
-        Channel::Push => match &config.push {
-            Some(c) => channels::send_push(notifier, c, &outbound).await,
-            None => Err("push is not configured".into()),
-        },
-    };
+    let outcome = deliver(&state, request.channel, &outbound).await;
     notification.at = now_ms();
+    notification.attempts = 1;
     let sent = outcome.is_ok();
-    (notification.status, notification.detail) = match outcome {
-        Ok(detail) => ("sent".into(), detail),
-        Err(why) => ("failed".into(), why),
+    let pending = Pending {
+        to: to.to_string(),
+        subject: subject.clone(),
+        body: body.clone(),
     };
-    record(&state, &notification).await?;
+    let (status, next, keep) = after_attempt(&state, 1, &outcome, &pending);
+    notification.status = status.into();
+    notification.next_attempt_at = next;
+    notification.detail = match outcome {
+        Ok(detail) | Err(detail) => detail,
+    };
+    record(&state, &notification, keep).await?;
     state
         .audit(
             &principal.actor(),
@@ -400,8 +413,13 @@ async fn send_notification(
         )
         .await;
     if !sent {
+        let retry = if notification.next_attempt_at.is_some() {
+            "; it will be retried"
+        } else {
+            ""
+        };
         return Err(ApiError::bad_gateway(format!(
-            "{} delivery failed: {}; recorded as notification {}",
+            "{} delivery failed: {}; recorded as notification {}{retry}",
             notification.channel, notification.detail, notification.id
         )));
     }
@@ -444,7 +462,7 @@ pub(crate) async fn history(
     user_id: &str,
     limit: i64,
 ) -> Result<Vec<Notification>, ApiError> {
-    let rows = sqlx::query("SELECT id, user_id, channel, status, detail, at FROM notifications WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2")
+    let rows = sqlx::query("SELECT id, user_id, channel, status, detail, at, attempts, next_attempt_at FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT $2")
         .bind(user_id)
         .bind(limit)
         .fetch_all(&state.db.pool)
@@ -458,6 +476,8 @@ pub(crate) async fn history(
                 status: r.try_get(3)?,
                 detail: r.try_get(4)?,
                 at: r.try_get(5)?,
+                attempts: r.try_get(6)?,
+                next_attempt_at: r.try_get(7)?,
             })
         })
         .collect::<Result<_, ApiError>>()
