@@ -201,14 +201,15 @@ pub fn run_remote(
     let agents = Arc::new(RemoteAgents::new(store, &mock.url())?);
     // Every caller comes from 127.0.0.1: lift the per-address limits (they guard against one
     // abusive address, which is not what this measures).
-    let mut limits = LimitsConfig::default();
-    limits.pending_per_ip = 4_096;
-    limits.pending_total = 4_096;
-    limits.connections_per_ip = 4_096;
-    limits.connects_per_minute = 1_000_000;
-    limits.joins_per_minute = 1_000_000;
-    limits.http_sessions_per_minute = 1_000_000;
-    limits.join_deadline = Duration::from_secs(60);
+    let limits = LimitsConfig {
+        pending_per_ip: 4_096,
+        pending_total: 4_096,
+        connections_per_ip: 4_096,
+        connects_per_minute: 1_000_000,
+        joins_per_minute: 1_000_000,
+        http_sessions_per_minute: 1_000_000,
+        join_deadline: Duration::from_secs(60),
+    };
     let gateway = gateway_rt.block_on(TestGateway::start_with_limits(agents, limits));
     let rss_base = rss_kib().unwrap_or(0);
 
