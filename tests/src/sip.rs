@@ -575,7 +575,7 @@ impl RtpPhone {
                     }
                     ticks += 1;
                     let slipped = (ticks / ECHO_SLIP_EVERY) % 2 == 1;
-                    if !slipped && ticks % ECHO_SLIP_EVERY == 0 {
+                    if !slipped && ticks.is_multiple_of(ECHO_SLIP_EVERY) {
                         // Slipping back: one packet of echo is dropped.
                         echo_line.pop_front();
                     }
