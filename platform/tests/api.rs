@@ -101,6 +101,18 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/v1/integrations/{name}"),
     ("delete", "/v1/integrations/{name}"),
     ("post", "/v1/integrations/{name}/call"),
+    ("get", "/v1/memory/{namespace}"),
+    ("delete", "/v1/memory/{namespace}"),
+    ("get", "/v1/memory/{namespace}/keys"),
+    ("put", "/v1/memory/{namespace}/keys/{key}"),
+    ("get", "/v1/memory/{namespace}/keys/{key}"),
+    ("delete", "/v1/memory/{namespace}/keys/{key}"),
+    ("post", "/v1/memory/{namespace}/facts"),
+    ("get", "/v1/memory/{namespace}/facts"),
+    ("post", "/v1/memory/{namespace}/facts/search"),
+    ("delete", "/v1/memory/{namespace}/facts/{id}"),
+    ("put", "/v1/memory/{namespace}/grants/{principal}"),
+    ("delete", "/v1/memory/{namespace}/grants/{principal}"),
 ];
 
 fn resolve_refs(doc: &Value, node: &Value, missing: &mut Vec<String>) {
