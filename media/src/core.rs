@@ -82,8 +82,9 @@ pub struct MediaCore {
     rooms: HashMap<Arc<str>, Room>,
     events: VecDeque<CoreEvent>,
     next_id: u64,
-    cursor: usize,
-    quiet: usize,
+    /// Peers with input since they last reported a timeout, in the order they must be polled;
+    /// each at most once ([`Peer::ready`]), so polling costs the peers that changed, not all.
+    ready: VecDeque<PeerId>,
     next_speaker_tick: Option<Instant>,
     counters: CoreCounters,
 }
@@ -108,8 +109,7 @@ impl MediaCore {
             rooms: HashMap::new(),
             events: VecDeque::with_capacity(64),
             next_id: 1,
-            cursor: 0,
-            quiet: 0,
+            ready: VecDeque::with_capacity(64),
             next_speaker_tick: None,
             counters: CoreCounters::default(),
         }
@@ -220,9 +220,10 @@ impl MediaCore {
             unsubscribed: Default::default(),
             policer: Default::default(),
             stats: PeerStats::default(),
+            ready: false,
         });
         self.join_room(&room, id);
-        self.quiet = 0;
+        self.mark_ready(self.peers.len() - 1);
         Ok((id, answer_sdp))
     }
 
@@ -305,15 +306,15 @@ impl MediaCore {
 
     /// Adds a trickled remote candidate (`candidate:` attribute value); empty ends trickling.
     pub fn add_remote_candidate(&mut self, peer: PeerId, candidate: &str) -> Result<(), PeerError> {
-        let peer = self.peer_mut(peer)?;
+        let index = self.peer_index(peer)?;
         let text = candidate.trim().trim_start_matches("a=");
         if text.is_empty() {
             return Ok(());
         }
         let parsed =
             Candidate::from_sdp_string(text).map_err(|e| PeerError::BadCandidate(e.to_string()))?;
-        peer.rtc.add_remote_candidate(parsed);
-        self.quiet = 0;
+        self.peers[index].rtc.add_remote_candidate(parsed);
+        self.mark_ready(index);
         Ok(())
     }
 
@@ -330,7 +331,8 @@ impl MediaCore {
 
     /// Applies the peer's answer to the last [`CoreEvent::Renegotiate`] offer.
     pub fn accept_answer(&mut self, peer: PeerId, answer_sdp: &str) -> Result<(), PeerError> {
-        let p = self.peer_mut(peer)?;
+        let index = self.peer_index(peer)?;
+        let p = &mut self.peers[index];
         let answer = SdpAnswer::from_sdp_string(answer_sdp)
             .map_err(|e| PeerError::MalformedSdp(sdp_error_summary(&e.to_string())))?;
         let (pending, mids) = p
@@ -348,16 +350,19 @@ impl MediaCore {
         }
         let room = p.room.clone();
         self.reassign(&room);
-        self.quiet = 0;
+        self.mark_ready(index);
         Ok(())
     }
 
     /// Sends a text message on the peer's data channel.
     pub fn send_text(&mut self, peer: PeerId, text: &str) -> Result<(), PeerError> {
-        let peer = self.peer_mut(peer)?;
+        let index = self.peer_index(peer)?;
+        let peer = &mut self.peers[index];
         let id: ChannelId = peer.channel.ok_or(PeerError::NoChannel)?;
         let mut channel = peer.rtc.channel(id).ok_or(PeerError::NoChannel)?;
-        match channel.write(false, text.as_bytes()) {
+        let written = channel.write(false, text.as_bytes());
+        self.mark_ready(index);
+        match written {
             Ok(true) => Ok(()),
             Ok(false) | Err(_) => Err(PeerError::ChannelFull),
         }
@@ -422,13 +427,15 @@ impl MediaCore {
             let id = peer.id;
             tracing::debug!(%id, error = %e, "peer input failed");
             self.close(index, CloseReason::Failed(e.to_string()));
+        } else {
+            self.mark_ready(index);
         }
-        self.quiet = 0;
         true
     }
 
     /// Advances time: timers of every peer that is due, connect deadlines, speaker ranking.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.counters.timer_wakes += 1;
         let mut index = 0;
         while index < self.peers.len() {
             let peer = &mut self.peers[index];
@@ -441,7 +448,7 @@ impl MediaCore {
                     self.close(index, CloseReason::Failed(e.to_string()));
                     continue;
                 }
-                self.quiet = 0;
+                self.mark_ready(index);
             }
             index += 1;
         }
@@ -457,33 +464,34 @@ impl MediaCore {
             if let Some(event) = self.events.pop_front() {
                 return CoreOutput::Event(event);
             }
-            if self.peers.is_empty() || self.quiet >= self.peers.len() {
+            // The peer at the front stays there until it reports a timeout: it is polled empty.
+            let Some(&id) = self.ready.front() else {
                 return CoreOutput::Timeout(self.next_wake(now));
-            }
-            if self.cursor >= self.peers.len() {
-                self.cursor = 0;
-            }
-            let index = self.cursor;
+            };
+            let Some(&index) = self.index.get(&id) else {
+                // Closed since it was marked.
+                self.ready.pop_front();
+                continue;
+            };
             let peer = &mut self.peers[index];
             if !peer.rtc.is_alive() {
+                self.ready.pop_front();
                 self.close(index, CloseReason::Disconnected);
                 continue;
             }
+            self.counters.peer_polls += 1;
             match peer.rtc.poll_output() {
-                Ok(Output::Transmit(transmit)) => {
-                    self.quiet = 0;
-                    return CoreOutput::Transmit(transmit);
-                }
+                Ok(Output::Transmit(transmit)) => return CoreOutput::Transmit(transmit),
                 Ok(Output::Timeout(at)) => {
                     peer.wake = at;
-                    self.quiet += 1;
-                    self.cursor += 1;
+                    peer.ready = false;
+                    self.ready.pop_front();
                 }
-                Ok(Output::Event(event)) => {
-                    self.quiet = 0;
-                    self.handle_event(now, index, event);
+                Ok(Output::Event(event)) => self.handle_event(now, index, event),
+                Err(e) => {
+                    self.ready.pop_front();
+                    self.close(index, CloseReason::Failed(e.to_string()));
                 }
-                Err(e) => self.close(index, CloseReason::Failed(e.to_string())),
             }
         }
     }
@@ -565,7 +573,11 @@ impl MediaCore {
         let id = peer.id;
         self.leave_room(&peer.room, id);
         self.push_event(CoreEvent::Closed(id, reason));
-        self.quiet = 0;
+    }
+
+    /// Queues the peer at `index` to be polled (once, however often it is marked).
+    fn mark_ready(&mut self, index: usize) {
+        mark_ready(&mut self.peers[index], &mut self.ready);
     }
 
     fn push_event(&mut self, event: CoreEvent) {
@@ -588,16 +600,29 @@ impl MediaCore {
     }
 
     fn peer_mut(&mut self, id: PeerId) -> Result<&mut Peer, PeerError> {
-        match self.index.get(&id) {
-            Some(&i) => Ok(&mut self.peers[i]),
-            None => Err(PeerError::UnknownPeer(id)),
-        }
+        let index = self.peer_index(id)?;
+        Ok(&mut self.peers[index])
+    }
+
+    fn peer_index(&self, id: PeerId) -> Result<usize, PeerError> {
+        self.index
+            .get(&id)
+            .copied()
+            .ok_or(PeerError::UnknownPeer(id))
     }
 
     fn allocate_id(&mut self) -> PeerId {
         let id = PeerId(self.next_id);
         self.next_id += 1;
         id
+    }
+}
+
+/// Queues `peer` to be polled unless it already is.
+fn mark_ready(peer: &mut Peer, ready: &mut VecDeque<PeerId>) {
+    if !peer.ready {
+        peer.ready = true;
+        ready.push_back(peer.id);
     }
 }
 

@@ -22,6 +22,8 @@ pub(crate) fn publish<'a>(
     metrics::counter!("dartmouth_sfu_malformed_packets_total").absolute(counters.malformed);
     metrics::counter!("dartmouth_sfu_unclaimed_datagrams_total").absolute(counters.unclaimed);
     metrics::counter!("dartmouth_sfu_dropped_events_total").absolute(counters.dropped_events);
+    metrics::counter!("dartmouth_sfu_timer_wakes_total").absolute(counters.timer_wakes);
+    metrics::counter!("dartmouth_sfu_peer_polls_total").absolute(counters.peer_polls);
     for (peer, room, stats) in peers {
         let labels = [("peer", peer.to_string()), ("room", room.to_string())];
         if let Some(rtt) = stats.rtt {
@@ -54,6 +56,14 @@ pub fn describe() {
     metrics::describe_counter!(
         "dartmouth_sfu_malformed_packets_total",
         "datagrams and RTP packets dropped as malformed"
+    );
+    metrics::describe_counter!(
+        "dartmouth_sfu_timer_wakes_total",
+        "times the media thread woke for a timer (RTCP, pacing, ICE, speaker ranking)"
+    );
+    metrics::describe_counter!(
+        "dartmouth_sfu_peer_polls_total",
+        "WebRTC peers polled for output (only peers with new input are polled)"
     );
     metrics::describe_gauge!(
         "dartmouth_sfu_subscriber_jitter_seconds",

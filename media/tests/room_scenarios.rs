@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{Net, SERVER};
 use dartmouth_media::{CloseReason, CoreEvent, MediaCore, PeerError};
-use str0m::Rtc;
+use str0m::{Input, Rtc};
 use str0m::media::{Direction, MediaKind};
 
 #[test]
@@ -162,5 +162,46 @@ fn a_receive_only_peer_hears_the_room_and_publishes_nothing() {
     assert!(
         net.clients[a].heard.len() >= 18,
         "the send-only peer is heard by the others"
+    );
+}
+
+#[test]
+fn a_packet_costs_the_peers_of_its_room_not_every_peer_of_the_core() {
+    let mut net = Net::new();
+    let mut talkers = Vec::new();
+    for room in 0..10u16 {
+        let name = format!("room-{room}");
+        let (_, a) = net.join(&name, 50100 + 2 * room, Direction::SendRecv);
+        net.join(&name, 50101 + 2 * room, Direction::SendRecv);
+        talkers.push(a);
+    }
+    net.run(Duration::from_secs(2));
+    assert!(
+        net.clients.iter().all(|c| c.connected),
+        "all 20 peers connect"
+    );
+    net.talk(talkers[0], 5);
+
+    let before = net.core.counters();
+    let now = net.now;
+    let talker = &mut net.clients[talkers[0]];
+    talker.send_frame(now, 30, &[9, 0xAB, 0xCD, 0]);
+    // Only the talker's clock moves (its packetizer sends on a timeout); the core's timers do
+    // not fire, so what it polls is what the packet caused.
+    net.now += Duration::from_millis(1);
+    talker.rtc.handle_input(Input::Timeout(net.now)).unwrap();
+    net.exchange();
+    let after = net.core.counters();
+    assert_eq!(
+        after.forwarded - before.forwarded,
+        1,
+        "forwarded to the one listener"
+    );
+    let polls = after.peer_polls - before.peer_polls;
+    // The publisher (its packet) and the listener (the forwarded copy), each polled until idle;
+    // the other 18 peers of the other rooms have nothing to do and are not polled.
+    assert!(
+        polls <= 6,
+        "one packet polled {polls} peers for a room of 2 in a core of 20"
     );
 }

@@ -87,6 +87,8 @@ pub(crate) struct Peer {
     pub(crate) unsubscribed: HashSet<PeerId>,
     pub(crate) policer: Policer,
     pub(crate) stats: PeerStats,
+    /// Queued in the core's ready list (polled before the core reports a timeout).
+    pub(crate) ready: bool,
 }
 
 impl Peer {

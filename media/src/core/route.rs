@@ -8,7 +8,7 @@ use str0m::media::{Direction, MediaKind};
 use str0m::rtp::RtpPacket;
 
 use super::room::{Virtual, assign_slots, hears};
-use super::{CoreEvent, MAX_PAYLOAD, MediaCore, PeerId, level_from_size, push_event};
+use super::{CoreEvent, MAX_PAYLOAD, MediaCore, PeerId, level_from_size, mark_ready, push_event};
 use crate::speakers::SILENT_DBOV;
 
 impl MediaCore {
@@ -95,7 +95,7 @@ impl MediaCore {
             index,
             events,
             counters,
-            quiet,
+            ready,
             ..
         } = self;
         let Some(room) = rooms.get(room_name) else {
@@ -143,7 +143,7 @@ impl MediaCore {
             };
             if peer.write_slot(slot, now, seq, ts, level, payload) {
                 counters.forwarded += 1;
-                *quiet = 0;
+                mark_ready(peer, ready);
             }
         }
     }
@@ -169,6 +169,7 @@ impl MediaCore {
             .collect();
         if let Some((offer, pending)) = change.apply() {
             peer.pending = Some((pending, mids));
+            mark_ready(peer, &mut self.ready);
             let id = peer.id;
             self.push_event(CoreEvent::Renegotiate(id, offer.to_sdp_string()));
         }

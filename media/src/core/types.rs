@@ -137,4 +137,9 @@ pub struct CoreCounters {
     pub unclaimed: u64,
     /// Events dropped because the owner did not poll in time.
     pub dropped_events: u64,
+    /// Times the core was advanced by a timer ([`super::MediaCore::handle_timeout`]).
+    pub timer_wakes: u64,
+    /// Peers polled for output: the core polls only peers with new input, so this grows with
+    /// activity, not with the number of idle peers.
+    pub peer_polls: u64,
 }
