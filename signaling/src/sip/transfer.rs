@@ -87,29 +87,50 @@ impl SipHandle {
     }
 }
 
-/// A NOTIFY in a call's dialog: REFER progress. A final success ends our leg.
-pub(crate) fn on_notify(shared: &Shared, dialog_id: &str, request: &rsipstack::sip::Request) {
-    let Some(status) = rsipstack::dialog::dialog::ReferStatus::parse(request) else {
-        return;
-    };
-    let code = u16::from(status.status_code.clone());
+/// The REFER progress a NOTIFY reports (RFC 3515 §2.4.5): the status of its `message/sipfrag`
+/// body and whether the subscription is terminated; `None` for other NOTIFYs.
+///
+/// (rsipstack's `ReferStatus::parse` looks for `Event` and `Subscription-State` among untyped
+/// headers only, but a received NOTIFY has them typed, so it never matches.)
+pub(crate) fn refer_progress(request: &rsipstack::sip::Request) -> Option<(u16, bool)> {
+    use rsipstack::sip::prelude::HeadersExt;
+    let event = request.header_value("Event")?.to_ascii_lowercase();
+    if event.split(';').next().map(str::trim) != Some("refer") {
+        return None;
+    }
+    let terminated = request
+        .header_value("Subscription-State")?
+        .to_ascii_lowercase()
+        .trim_start()
+        .starts_with("terminated");
+    let body = std::str::from_utf8(&request.body).ok()?;
+    let code = body
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("SIP/2.0 "))?
+        .split_whitespace()
+        .next()?
+        .parse::<u16>()
+        .ok()
+        .filter(|c| (100..700).contains(c))?;
+    Some((code, terminated))
+}
+
+/// A NOTIFY in a call's dialog: REFER progress, reported as an event. A final success ends our
+/// leg: the dialog returned is to be hung up (after the NOTIFY is answered).
+pub(crate) fn on_notify(
+    shared: &Shared,
+    dialog_id: &str,
+    request: &rsipstack::sip::Request,
+) -> Option<rsipstack::dialog::invite_dialog::InviteDialog> {
+    let (code, terminated) = refer_progress(request)?;
     let calls = shared.calls.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(entry) = calls.get(dialog_id) else {
-        return;
-    };
+    let entry = calls.get(dialog_id)?;
     let _ = shared.events.send(SipEvent {
         call_id: entry.call_id.clone(),
         room: entry.room.clone(),
         notice: CallNotice::Progress(format!("transfer {code}")),
     });
-    if status.is_terminated
-        && status.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful
-    {
-        let dialog = entry.dialog.clone();
-        tokio::spawn(async move {
-            let _ = dialog.hangup().await;
-        });
-    }
+    (terminated && (200..300).contains(&code)).then(|| entry.dialog.clone())
 }
 
 #[cfg(test)]
@@ -127,5 +148,44 @@ mod tests {
         assert!(refer_target("sip:a>b").is_err());
         assert!(refer_target("").is_err());
         assert!(refer_target("mailto:x").is_err());
+    }
+
+    fn notify(headers: &str, body: &str) -> rsipstack::sip::Request {
+        let text = format!(
+            "NOTIFY sip:dartmouth@127.0.0.1:5060 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK1\r\n\
+             From: <sip:caller@127.0.0.1:5062>;tag=a\r\nTo: <sip:agent@127.0.0.1>;tag=b\r\n\
+             Call-ID: c1\r\nCSeq: 3 NOTIFY\r\n{headers}\
+             Content-Type: message/sipfrag\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        match rsipstack::sip::SipMessage::try_from(text.as_bytes()).expect("a NOTIFY") {
+            rsipstack::sip::SipMessage::Request(r) => r,
+            _ => panic!("a request"),
+        }
+    }
+
+    #[test]
+    fn notify_bodies_report_refer_progress() {
+        let done = notify(
+            "Event: refer\r\nSubscription-State: terminated;reason=noresource\r\n",
+            "SIP/2.0 200 OK\r\n",
+        );
+        assert_eq!(refer_progress(&done), Some((200, true)));
+        let trying = notify(
+            "Event: refer;id=3\r\nSubscription-State: active;expires=60\r\n",
+            "SIP/2.0 100 Trying",
+        );
+        assert_eq!(refer_progress(&trying), Some((100, false)));
+        let other = notify(
+            "Event: presence\r\nSubscription-State: active\r\n",
+            "SIP/2.0 200 OK",
+        );
+        assert_eq!(refer_progress(&other), None);
+        let garbled = notify(
+            "Event: refer\r\nSubscription-State: terminated\r\n",
+            "hello",
+        );
+        assert_eq!(refer_progress(&garbled), None);
     }
 }

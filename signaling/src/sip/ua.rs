@@ -455,9 +455,13 @@ async fn dialog_states(shared: Arc<Shared>, mut states: DialogStateReceiver) {
                 });
             }
             DialogState::Notify(id, request, handle) => {
-                super::transfer::on_notify(&shared, &id.to_string(), &request);
+                let transferred = super::transfer::on_notify(&shared, &id.to_string(), &request);
                 tokio::spawn(async move {
                     let _ = handle.reply(StatusCode::OK).await;
+                    // The transfer is done: our leg ends (BYE after the NOTIFY's 200).
+                    if let Some(dialog) = transferred {
+                        let _ = dialog.hangup().await;
+                    }
                 });
             }
             DialogState::Refer(_, _, handle)
