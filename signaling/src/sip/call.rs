@@ -36,6 +36,11 @@ const DIGIT_PAUSE: Duration = Duration::from_millis(1_200);
 const MAX_DIGITS: usize = 32;
 /// Without any RTP for this long (and not on hold), the call is dead.
 pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(60);
+/// The agent is done talking once it has been quiet this long (its last words may still be in
+/// speech synthesis when it asks for a transfer).
+pub const GOODBYE_SETTLE: Duration = Duration::from_millis(800);
+/// Longest wait for the agent to finish talking before a transfer goes ahead anyway.
+pub const GOODBYE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Who the caller talks to.
 pub enum Talker {
@@ -56,6 +61,9 @@ pub enum CallCommand {
     SendDigits(String),
     /// A digit arrived by SIP INFO.
     Digit(char),
+    /// Answer once the agent has been quiet for [`GOODBYE_SETTLE`] (at once without an agent,
+    /// at the latest after [`GOODBYE_LIMIT`]): a transfer waits for the agent's goodbye.
+    WhenQuiet(tokio::sync::oneshot::Sender<()>),
     /// Stop.
     Hangup,
 }
@@ -124,6 +132,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(FRAME_DURATION);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut next_tick = tokio::time::Instant::now();
+    let mut quiet: Option<QuietWait> = None;
     loop {
         let agent_event = async {
             match &mut talker {
@@ -145,6 +154,14 @@ pub async fn run(
                 next_tick = now + FRAME_DURATION;
                 leg.stats.ticks += 1;
                 leg.tick(start.elapsed(), &mut talker, seat.as_mut(), &socket, &notices).await;
+                if let Some(wait) = quiet.as_mut() {
+                    let speaking = matches!(&talker, Talker::Agent(s) if s.is_speaking());
+                    if wait.over(start.elapsed(), speaking)
+                        && let Some(wait) = quiet.take()
+                    {
+                        let _ = wait.reply.send(());
+                    }
+                }
                 if leg.timed_out(start.elapsed()) {
                     let _ = notices.try_send(CallNotice::MediaTimeout);
                     break;
@@ -154,6 +171,14 @@ pub async fn run(
                 Some(CallCommand::Renegotiated(n)) => leg.renegotiate(n),
                 Some(CallCommand::SendDigits(digits)) => { leg.session.queue_digits(&digits); }
                 Some(CallCommand::Digit(digit)) => leg.digit(start.elapsed(), digit),
+                Some(CallCommand::WhenQuiet(reply)) => {
+                    if !matches!(talker, Talker::Agent(_)) {
+                        let _ = reply.send(());
+                    } else if let Some(older) = quiet.replace(QuietWait::new(reply, start.elapsed())) {
+                        // A newer wait replaces an older one, which is answered now.
+                        let _ = older.reply.send(());
+                    }
+                }
                 Some(CallCommand::Hangup) | None => break,
             },
             event = agent_event => match event {
@@ -169,6 +194,32 @@ pub async fn run(
         seat.leave().await;
     }
     leg.stats
+}
+
+/// A wait for the agent to stop talking (see [`CallCommand::WhenQuiet`]).
+struct QuietWait {
+    reply: tokio::sync::oneshot::Sender<()>,
+    asked: Duration,
+    quiet_since: Duration,
+}
+
+impl QuietWait {
+    fn new(reply: tokio::sync::oneshot::Sender<()>, now: Duration) -> Self {
+        Self {
+            reply,
+            asked: now,
+            quiet_since: now,
+        }
+    }
+
+    /// Whether the wait is over at `now`, the agent `speaking` or not.
+    fn over(&mut self, now: Duration, speaking: bool) -> bool {
+        if speaking {
+            self.quiet_since = now;
+        }
+        now.saturating_sub(self.quiet_since) >= GOODBYE_SETTLE
+            || now.saturating_sub(self.asked) >= GOODBYE_LIMIT
+    }
 }
 
 /// The media state of one leg (everything but the socket and the talker).
@@ -427,4 +478,28 @@ fn rand_ssrc() -> u32 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x5eed);
     h.finish() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_wait_ends_after_the_goodbye_or_at_the_limit() {
+        let ms = Duration::from_millis;
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let mut wait = QuietWait::new(tx, ms(1_000));
+        // Speech synthesis of the goodbye is still running: quiet, but not for long enough.
+        assert!(!wait.over(ms(1_500), false));
+        // The goodbye plays, then the agent is quiet.
+        assert!(!wait.over(ms(1_600), true));
+        assert!(!wait.over(ms(3_000), true));
+        assert!(!wait.over(ms(3_500), false));
+        assert!(wait.over(ms(3_000) + GOODBYE_SETTLE, false));
+        // An agent that never stops talking is cut off at the limit.
+        let (tx, _rx) = tokio::sync::oneshot::channel();
+        let mut wait = QuietWait::new(tx, ms(0));
+        assert!(!wait.over(GOODBYE_LIMIT - ms(20), true));
+        assert!(wait.over(GOODBYE_LIMIT, true));
+    }
 }

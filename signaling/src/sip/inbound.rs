@@ -143,7 +143,7 @@ pub(crate) async fn invite(shared: Arc<Shared>, mut tx: Transaction) {
     // The caller's partner: the agent (started on a blocking thread: it loads its listening
     // models), or the echo loop. The codec decides the agent's rate.
     let codec = offer.map_or(shared.codecs[0], |n| n.codec);
-    let talker = match start_talker(&shared, &route, codec).await {
+    let talker = match start_talker(&shared, &route, codec, &call_id).await {
         Ok(talker) => talker,
         Err(e) => {
             tracing::warn!(error = %e, room = %route.room, "SIP call refused: the agent did not start");
@@ -239,10 +239,13 @@ pub(crate) fn confirmed(shared: &Shared, dialog_id: &str) {
     }
 }
 
+/// The caller's partner for the call `call_id`; an agent is started with the call's tools
+/// ([`super::tools::CallTools::current`] while the factory runs).
 pub(crate) async fn start_talker(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     route: &Route,
     codec: dartmouth_media::PhoneCodec,
+    call_id: &str,
 ) -> Result<Talker, String> {
     match route.agent.as_deref() {
         None => Ok(Talker::Silence),
@@ -266,10 +269,13 @@ pub(crate) async fn start_talker(
                 echo_path: true,
             };
             let factory = shared.gateway.agents.clone();
-            let session = tokio::task::spawn_blocking(move || factory.start(&request))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+            let tools = super::tools::CallTools::new(shared, call_id);
+            let session = tokio::task::spawn_blocking(move || {
+                super::tools::starting(tools, || factory.start(&request))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
             Ok(Talker::Agent(session))
         }
     }

@@ -5,6 +5,7 @@
 //! Opus, and runs each call's RTP through the media crate's sans-IO [`RtpSession`]
 //! (latching, RFC 4733 digits, comfort noise) and jitter buffer. The caller talks to the agent in
 //! PCM at the codec's rate and is seated in the room as an ordinary participant ([`room`]).
+//! The agent's model may press keys on the call and transfer it ([`tools`]).
 //!
 //! [`RtpSession`]: dartmouth_media::rtp_session::RtpSession
 //!
@@ -26,6 +27,7 @@ pub mod ports;
 pub mod register;
 pub mod room;
 pub mod sdp;
+pub mod tools;
 mod transfer;
 mod ua;
 
@@ -33,6 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::{DialRule, SipSettings, TrunkSettings};
+pub use tools::CallTools;
 pub use ua::SipServer;
 
 /// Reads bytes as the SIP transport does (a fuzzing and testing entry point): `Some` with the

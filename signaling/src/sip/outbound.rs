@@ -270,18 +270,20 @@ async fn place(
     // The agent, ready (and its greeting synthesized) by the time the callee picks up.
     let talker = match &route.agent {
         None => Talker::Silence,
-        Some(name) => match super::inbound::start_talker(&shared, &route, codecs[0]).await {
-            Ok(Talker::Agent(session)) => {
-                session.push_text(PICK_UP_LINE);
-                Talker::Agent(session)
+        Some(name) => {
+            match super::inbound::start_talker(&shared, &route, codecs[0], &call_id).await {
+                Ok(Talker::Agent(session)) => {
+                    session.push_text(PICK_UP_LINE);
+                    Talker::Agent(session)
+                }
+                Ok(other) => other,
+                Err(e) => {
+                    tracing::warn!(error = %e, agent = %name, "outbound call: the agent did not start");
+                    progress(&shared, &call_id, &room, Progress::Failed(503));
+                    return;
+                }
             }
-            Ok(other) => other,
-            Err(e) => {
-                tracing::warn!(error = %e, agent = %name, "outbound call: the agent did not start");
-                progress(&shared, &call_id, &room, Progress::Failed(503));
-                return;
-            }
-        },
+        }
     };
     shared
         .pending
