@@ -3,11 +3,14 @@
 //! answer as server-sent events, and streams canned `/v1/audio/speech` PCM (24 kHz s16le), each
 //! after a fixed, configurable delay. Replies are built once at start, so a request costs the
 //! HTTP stack and a timer, nothing else: what a benchmark measures on top of the delays is the
-//! gateway's own work.
+//! gateway's own work. Started with a script ([`MockOpenAi::start_scripted`]), its chat
+//! completions call functions ([`MockTurn`]) and it keeps every chat request for the test to read
+//! (the tool results the model was given).
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -50,7 +53,30 @@ pub struct MockCounts {
     pub tts: AtomicU64,
 }
 
+/// One scripted chat completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MockTurn {
+    /// The canned answer.
+    Answer,
+    /// A call of the function `name` with `arguments` (JSON text), as OpenAI streams it.
+    Call {
+        /// The function.
+        name: String,
+        /// Its arguments.
+        arguments: String,
+    },
+}
+
+/// The scripted turns still to come, and every chat request so far (as JSON).
+#[derive(Default)]
+struct Script {
+    turns: Mutex<VecDeque<MockTurn>>,
+    requests: Mutex<Vec<serde_json::Value>>,
+}
+
 struct Canned {
+    /// `Some` when started with a script.
+    script: Option<Arc<Script>>,
     stt_delay: Duration,
     llm_delay: Duration,
     tts_delay: Duration,
@@ -66,14 +92,40 @@ pub struct MockOpenAi {
     pub addr: SocketAddr,
     /// Requests served so far.
     pub counts: Arc<MockCounts>,
+    script: Option<Arc<Script>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl MockOpenAi {
     /// Starts the mock on 127.0.0.1 (ephemeral port) on the current runtime.
     pub async fn start(replies: MockReplies) -> std::io::Result<Self> {
+        Self::serve(replies, None).await
+    }
+
+    /// Like [`MockOpenAi::start`], but chat completions follow `turns` in order (the canned
+    /// answer once they run out), and every chat request is kept ([`MockOpenAi::chat_requests`]).
+    pub async fn start_scripted(
+        replies: MockReplies,
+        turns: Vec<MockTurn>,
+    ) -> std::io::Result<Self> {
+        let script = Script {
+            turns: Mutex::new(turns.into()),
+            requests: Mutex::new(Vec::new()),
+        };
+        Self::serve(replies, Some(Arc::new(script))).await
+    }
+
+    /// The chat requests a scripted mock received, in order (empty without a script).
+    pub fn chat_requests(&self) -> Vec<serde_json::Value> {
+        self.script.as_ref().map_or_else(Vec::new, |s| {
+            s.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        })
+    }
+
+    async fn serve(replies: MockReplies, script: Option<Arc<Script>>) -> std::io::Result<Self> {
         let counts = Arc::new(MockCounts::default());
         let canned = Arc::new(Canned {
+            script: script.clone(),
             stt_delay: replies.stt_delay,
             llm_delay: replies.llm_delay,
             tts_delay: replies.tts_delay,
@@ -93,7 +145,12 @@ impl MockOpenAi {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, counts, task })
+        Ok(Self {
+            addr,
+            counts,
+            script,
+            task,
+        })
     }
 
     /// The server root URL.
@@ -135,6 +192,33 @@ fn sse_events(answer: &str) -> Vec<Bytes> {
     events
 }
 
+/// A function call as OpenAI streams it: a role event, the call (id, name, arguments), the
+/// `tool_calls` finish, `[DONE]`.
+fn tool_call_events(id: &str, name: &str, arguments: &str) -> Vec<Bytes> {
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        let event = serde_json::json!({
+            "id": "chatcmpl-tool", "object": "chat.completion.chunk", "created": 1,
+            "model": "mock", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+        });
+        Bytes::from(format!("data: {event}\n\n"))
+    };
+    vec![
+        chunk(
+            serde_json::json!({"role": "assistant", "content": ""}),
+            None,
+        ),
+        chunk(
+            serde_json::json!({"tool_calls": [{
+                "index": 0, "id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments}
+            }]}),
+            None,
+        ),
+        chunk(serde_json::json!({}), Some("tool_calls")),
+        Bytes::from_static(b"data: [DONE]\n\n"),
+    ]
+}
+
 /// `speech` as little-endian bytes in 100 ms pieces.
 fn speech_pieces(speech: &[i16]) -> Vec<Bytes> {
     let bytes: Vec<u8> = speech.iter().flat_map(|s| s.to_le_bytes()).collect();
@@ -161,15 +245,36 @@ async fn transcriptions(State(canned): State<Arc<Canned>>, _audio: Bytes) -> Res
         .into_response()
 }
 
-async fn chat(State(canned): State<Arc<Canned>>, _request: Bytes) -> Response {
-    canned.counts.llm.fetch_add(1, Ordering::Relaxed);
+async fn chat(State(canned): State<Arc<Canned>>, request: Bytes) -> Response {
+    let n = canned.counts.llm.fetch_add(1, Ordering::Relaxed);
+    let turn = canned.script.as_ref().and_then(|script| {
+        let body = serde_json::from_slice(&request).unwrap_or(serde_json::Value::Null);
+        script
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(body);
+        script
+            .turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front()
+    });
     tokio::time::sleep(canned.llm_delay).await;
+    let call;
+    let events: &[Bytes] = match turn {
+        Some(MockTurn::Call { name, arguments }) => {
+            call = tool_call_events(&format!("call_{n}"), &name, &arguments);
+            &call
+        }
+        Some(MockTurn::Answer) | None => &canned.sse,
+    };
     (
         [
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        body_of(&canned.sse),
+        body_of(events),
     )
         .into_response()
 }

@@ -430,6 +430,36 @@ pub fn respond(code: u16, reason: &str, body: &str, extra_headers: &str) -> Stri
     )
 }
 
+/// A response of a UAC scenario to a request the bridge sent in the dialog (REFER, BYE): the
+/// request's headers as they came, no body.
+pub fn respond_in_dialog(code: u16, reason: &str) -> String {
+    format!(
+        "<send><![CDATA[\nSIP/2.0 {code} {reason}\n[last_Via:]\n[last_From:]\n[last_To:]\n\
+         [last_Call-ID:]\n[last_CSeq:]\nContact: <sip:caller@[local_ip]:[local_port]>\n\
+         Content-Length: 0\n\n]]></send>\n"
+    )
+}
+
+/// A NOTIFY of a UAC scenario reporting the progress of the bridge's REFER (RFC 3515): the
+/// transfer's status line (`SIP/2.0 200 OK`) as a `message/sipfrag` body; `terminated` ends the
+/// implicit subscription.
+pub fn notify_refer(cseq: u32, status_line: &str, terminated: bool) -> String {
+    let state = if terminated {
+        "terminated;reason=noresource"
+    } else {
+        "active;expires=60"
+    };
+    format!(
+        "<send retrans=\"500\"><![CDATA[\nNOTIFY sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
+         Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
+         From: sipp <sip:caller@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]\n\
+         To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]\n\
+         Call-ID: [call_id]\nCSeq: {cseq} NOTIFY\nContact: sip:caller@[local_ip]:[local_port]\n\
+         Max-Forwards: 70\nEvent: refer\nSubscription-State: {state}\n\
+         Content-Type: message/sipfrag\nContent-Length: [len]\n\n{status_line}\n]]></send>\n"
+    )
+}
+
 /// `<recv request="METHOD"/>` with checks on the message.
 pub fn expect_request(method: &str, optional: bool, must_contain: &[&str]) -> String {
     let optional = if optional { " optional=\"true\"" } else { "" };
