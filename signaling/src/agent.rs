@@ -9,20 +9,24 @@
 //! room share a [`Floor`], so two agents take turns instead of talking over each other.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dartmouth_media::opus_codec::MAX_PACKET_BYTES;
 use dartmouth_media::{
-    MediaHandle, OpusDecoder, OpusEncoder, OutgoingFrame, PeerId, PeerStats, TapPacket, level_dbov,
+    MediaHandle, OpusEncoder, OutgoingFrame, PeerId, PeerStats, TapPacket, level_dbov,
 };
 use dartmouth_voice::admission::AdmissionState;
 use dartmouth_voice::agent::{AgentEvent, AgentSession, AgentState, TurnRecord};
-use dartmouth_voice::frame::{AudioFrame, FRAME_DURATION};
+use dartmouth_voice::frame::FRAME_DURATION;
 use dartmouth_voice::turn::TurnEndReason;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+
+mod ears;
+
+use ears::Ears;
 
 use crate::proto::{
     AgentOutput, AgentStateWire, ServerMessage, Speaker, TurnDecision, TurnLatency,
@@ -177,10 +181,14 @@ pub struct AgentBridge {
 impl AgentBridge {
     /// Starts the bridge: `session` hears what arrives on `taps` (see
     /// [`MediaHandle::listen`]) and speaks as `speaker` in the room; wire messages go to
-    /// `messages`.
+    /// `messages`. `listener` is the WebRTC peer the agent talks to: its RTCP reports (round
+    /// trip, jitter, loss) set how much of the agent's speech counts as still on its way at a
+    /// barge-in and how much forward error correction the agent's voice carries.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         media: MediaHandle,
         speaker: PeerId,
+        listener: PeerId,
         session: AgentSession,
         taps: mpsc::Receiver<TapPacket>,
         messages: mpsc::Sender<ServerMessage>,
@@ -193,6 +201,7 @@ impl AgentBridge {
             muted: muted.clone(),
             media,
             speaker,
+            listener,
             messages,
             answer: String::new(),
             seq: 0,
@@ -220,6 +229,7 @@ struct Bridge {
     muted: Arc<AtomicBool>,
     media: MediaHandle,
     speaker: PeerId,
+    listener: PeerId,
     messages: mpsc::Sender<ServerMessage>,
     answer: String,
     seq: u16,
@@ -245,6 +255,8 @@ impl Bridge {
             return;
         };
         let mut ears = Ears::new(self.muted.clone());
+        // The loss the encoder's in-band FEC is tuned for (percent; 0: off until RTCP says).
+        let mut fec_loss = 0u8;
         let mut packet = [0u8; MAX_PACKET_BYTES];
         let mut ticks: u32 = 0;
         let mut ticker = tokio::time::interval(FRAME_DURATION);
@@ -271,9 +283,13 @@ impl Bridge {
                     // through gaps in the people's audio.
                     ears.tick(&session);
                     if ticks.is_multiple_of(LISTENER_LAG_REFRESH_TICKS) {
-                        session.set_listener_lag(listener_lag(
-                            self.media.peer_stats(self.speaker).as_ref(),
-                        ));
+                        let stats = self.media.peer_stats(self.listener);
+                        session.set_listener_lag(listener_lag(stats.as_ref()));
+                        let loss = expected_loss_percent(stats.as_ref());
+                        if loss != fec_loss {
+                            fec_loss = loss;
+                            let _ = encoder.set_fec(loss > 0, loss);
+                        }
                     }
                     // Speak: the agent's next frame, if it is talking and has the floor.
                     let rtp_time = ticks.wrapping_mul(FRAME_SAMPLES as u32);
@@ -402,165 +418,6 @@ impl Bridge {
     }
 }
 
-/// Frames concealed at most for one gap in a source's packets.
-const MAX_CONCEALED_FRAMES: u16 = 5;
-/// Without packets for this long, the listener hears silence (a muted or DTX-silent sender).
-const SILENCE_AFTER: Duration = Duration::from_millis(60);
-/// Most sources decoded at once (an "everyone" listener in a big room hears the first ones).
-const MAX_SOURCES: usize = 8;
-/// Decoded frames held per source for the mix (beyond: the oldest is dropped).
-const MIX_DEPTH: usize = 4;
-
-/// One source's decoder and the frames waiting for the mix.
-struct Voice {
-    source: PeerId,
-    decoder: OpusDecoder,
-    expected: Option<u16>,
-    last_heard: Instant,
-    frames: std::collections::VecDeque<[i16; FRAME_SAMPLES]>,
-}
-
-/// The agent's ears. With one source, packets are decoded and fed as they arrive, in order (gaps
-/// concealed, late ones dropped), instead of through a playout jitter buffer: the listener is a
-/// model, not a person, so smoothing playout would only delay its decisions. With several sources
-/// (listening to everyone), each is decoded on its own and the frames are mixed every 20 ms.
-/// Silence is fed when packets stop, so voice activity and end-of-turn timing keep going.
-struct Ears {
-    muted: Arc<AtomicBool>,
-    voices: Vec<Voice>,
-    last_audio: Instant,
-    media_time: Duration,
-    pcm: [i16; FRAME_SAMPLES],
-    mix: [i32; FRAME_SAMPLES],
-}
-
-impl Ears {
-    fn new(muted: Arc<AtomicBool>) -> Self {
-        Self {
-            muted,
-            voices: Vec::new(),
-            last_audio: Instant::now(),
-            media_time: Duration::ZERO,
-            pcm: [0; FRAME_SAMPLES],
-            mix: [0; FRAME_SAMPLES],
-        }
-    }
-
-    /// One packet of a source's audio; `heard_from` adds up who was heard.
-    fn hear(
-        &mut self,
-        session: &AgentSession,
-        packet: &TapPacket,
-        heard_from: &mut HashMap<PeerId, f64>,
-    ) {
-        let now = Instant::now();
-        let index = match self.voices.iter().position(|v| v.source == packet.source) {
-            Some(i) => i,
-            None => {
-                self.voices
-                    .retain(|v| now.duration_since(v.last_heard) < Duration::from_secs(2));
-                if self.voices.len() >= MAX_SOURCES {
-                    return;
-                }
-                let Ok(decoder) = OpusDecoder::new(RTP_RATE, 1) else {
-                    return;
-                };
-                self.voices.push(Voice {
-                    source: packet.source,
-                    decoder,
-                    expected: None,
-                    last_heard: now,
-                    frames: Default::default(),
-                });
-                self.voices.len() - 1
-            }
-        };
-        let voice = &mut self.voices[index];
-        voice.last_heard = now;
-        if let Some(expected) = voice.expected {
-            let ahead = packet.seq.wrapping_sub(expected);
-            if ahead > u16::MAX / 2 {
-                return; // late or duplicate
-            }
-            for _ in 0..ahead.min(MAX_CONCEALED_FRAMES) {
-                if voice.decoder.conceal(&mut self.pcm).is_ok() {
-                    push_frame(&mut voice.frames, &self.pcm);
-                }
-            }
-        }
-        voice.expected = Some(packet.seq.wrapping_add(1));
-        if matches!(
-            voice.decoder.decode(&packet.payload, &mut self.pcm),
-            Ok(FRAME_SAMPLES)
-        ) {
-            if packet.level < 60 {
-                let energy = 10f64.powf(-f64::from(packet.level) / 10.0);
-                *heard_from.entry(packet.source).or_default() += energy;
-            }
-            push_frame(&mut voice.frames, &self.pcm);
-        }
-        // One voice: feed at once. Several: the 20 ms tick mixes them.
-        let active = self
-            .voices
-            .iter()
-            .filter(|v| now.duration_since(v.last_heard) < SILENCE_AFTER)
-            .count();
-        if active <= 1 {
-            while let Some(frame) = self.voices[index].frames.pop_front() {
-                self.pcm = frame;
-                self.push(session, true);
-            }
-            self.last_audio = now;
-        }
-    }
-
-    /// Called every 20 ms: one mixed frame when several sources speak, silence when every
-    /// source's packets have stopped.
-    fn tick(&mut self, session: &AgentSession) {
-        let now = Instant::now();
-        if self.voices.iter().any(|v| !v.frames.is_empty()) {
-            self.mix = [0; FRAME_SAMPLES];
-            for voice in &mut self.voices {
-                if let Some(frame) = voice.frames.pop_front() {
-                    for (m, s) in self.mix.iter_mut().zip(frame) {
-                        *m += i32::from(s);
-                    }
-                }
-            }
-            for (p, m) in self.pcm.iter_mut().zip(self.mix) {
-                *p = m.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16;
-            }
-            self.push(session, true);
-            self.last_audio = now;
-        } else if now.duration_since(self.last_audio) >= SILENCE_AFTER {
-            self.push(session, false);
-            self.last_audio += FRAME_DURATION;
-        }
-    }
-
-    fn push(&mut self, session: &AgentSession, decoded: bool) {
-        let audible = decoded && !self.muted.load(Ordering::Relaxed);
-        if !audible {
-            self.pcm = [0; FRAME_SAMPLES];
-        }
-        if let Ok(frame) = AudioFrame::new(&self.pcm, RTP_RATE, 1, self.media_time) {
-            session.push_audio(frame);
-        }
-        self.media_time += FRAME_DURATION;
-    }
-}
-
-/// Queues a decoded frame for the mix, dropping the oldest beyond [`MIX_DEPTH`].
-fn push_frame(
-    frames: &mut std::collections::VecDeque<[i16; FRAME_SAMPLES]>,
-    pcm: &[i16; FRAME_SAMPLES],
-) {
-    if frames.len() >= MIX_DEPTH {
-        frames.pop_front();
-    }
-    frames.push_back(*pcm);
-}
-
 /// Frames between two updates of the listener's lag from the peer's RTCP (one second).
 const LISTENER_LAG_REFRESH_TICKS: u32 = 50;
 /// A browser's jitter buffer when the peer reports no jitter: WebRTC's playout delay on a
@@ -588,6 +445,18 @@ fn listener_lag(stats: Option<&PeerStats>) -> Duration {
         .unwrap_or(DEFAULT_JITTER_BUFFER);
     one_way + buffer
 }
+
+/// The loss the listener reports for the agent's audio (RTCP receiver reports), in percent,
+/// rounded up and at most [`MAX_FEC_LOSS_PERCENT`]: what the encoder's in-band FEC is tuned for.
+fn expected_loss_percent(stats: Option<&PeerStats>) -> u8 {
+    let lost = stats.and_then(|s| s.fraction_lost).unwrap_or(0.0);
+    (f64::from(lost) * 100.0)
+        .ceil()
+        .clamp(0.0, f64::from(MAX_FEC_LOSS_PERCENT)) as u8
+}
+
+/// Beyond this much loss more FEC only takes bits from the voice itself.
+const MAX_FEC_LOSS_PERCENT: u8 = 30;
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
@@ -670,6 +539,26 @@ mod tests {
         assert_eq!(
             listener_lag(Some(&clean)),
             Duration::from_micros(500) + MIN_JITTER_BUFFER
+        );
+    }
+
+    #[test]
+    fn the_fec_follows_the_loss_the_listener_reports() {
+        assert_eq!(expected_loss_percent(None), 0, "no reports: no FEC");
+        let lossy = |fraction| PeerStats {
+            fraction_lost: Some(fraction),
+            ..PeerStats::default()
+        };
+        assert_eq!(expected_loss_percent(Some(&lossy(0.0))), 0);
+        assert_eq!(
+            expected_loss_percent(Some(&lossy(0.004))),
+            1,
+            "any loss turns it on"
+        );
+        assert_eq!(expected_loss_percent(Some(&lossy(0.12))), 12);
+        assert_eq!(
+            expected_loss_percent(Some(&lossy(0.9))),
+            MAX_FEC_LOSS_PERCENT
         );
     }
 }

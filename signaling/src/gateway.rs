@@ -306,8 +306,15 @@ impl Gateway {
             return Err(AgentStartError::Failed(e));
         }
         let seat = self.rooms.seat(room);
-        let bridge =
-            AgentBridge::start(self.media.clone(), speaker, session, tap_rx, messages, seat);
+        let bridge = AgentBridge::start(
+            self.media.clone(),
+            speaker,
+            person,
+            session,
+            tap_rx,
+            messages,
+            seat,
+        );
         Ok(Some((name, bridge, speaker)))
     }
 
