@@ -225,6 +225,7 @@ async fn drive_stage(
         loss,
         // Absolute here; made per subscriber (less the idle Janus) by the caller.
         kib_per_subscriber: rss_during as f64,
+        ..StageResult::default()
     })
 }
 

@@ -79,6 +79,10 @@ pub struct StageResult {
     pub loss: f64,
     /// Process RSS growth per subscriber, KiB (both ends of the connection live in this process).
     pub kib_per_subscriber: f64,
+    /// Our media thread's timer wakes per second (0 for Janus).
+    pub timer_wakes_per_sec: f64,
+    /// Peers our core polled per forwarded packet (0 for Janus).
+    pub polls_per_packet: f64,
 }
 
 /// Runs every stage and returns the report.
@@ -95,10 +99,16 @@ pub async fn run_sfu(options: SfuBenchOptions) -> String {
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     let mut ours = Vec::new();
+    let mut work = String::new();
     for rooms in options.rooms.clone() {
         match run_stage(&options, rooms).await {
             Ok(r) => {
                 let _ = writeln!(out, "{}", table_row(&r));
+                let _ = writeln!(
+                    work,
+                    "{} rooms: {:.0} timer wakes/s, {:.2} peer polls per forwarded packet",
+                    r.rooms, r.timer_wakes_per_sec, r.polls_per_packet
+                );
                 ours.push(r.clone());
                 if r.loss > 0.05 || r.cpu > 0.9 {
                     let _ = writeln!(out, "(saturated: stopping)");
@@ -111,6 +121,7 @@ pub async fn run_sfu(options: SfuBenchOptions) -> String {
             }
         }
     }
+    let _ = write!(out, "\nOur media thread's work:\n{work}");
     if options.janus {
         out.push_str(&crate::bench_janus::compare(&options, &ours).await);
     }
@@ -231,6 +242,8 @@ async fn run_stage(options: &SfuBenchOptions, rooms: usize) -> Result<StageResul
     drop(media);
     let _ = thread.join();
     let forwarded = (forwarded_end.forwarded - forwarded_start.forwarded) as f64;
+    let wakes = (forwarded_end.timer_wakes - forwarded_start.timer_wakes) as f64;
+    let polls = (forwarded_end.peer_polls - forwarded_start.peer_polls) as f64;
     let mut tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|p| p.into_inner()));
     // Each subscriber hears up to three publishers (its slots).
     let heard = (3.0 / options.publishers.max(1) as f64).min(1.0);
@@ -247,6 +260,12 @@ async fn run_stage(options: &SfuBenchOptions, rooms: usize) -> Result<StageResul
         delay_p99,
         loss,
         kib_per_subscriber: rss_during.saturating_sub(rss_before) as f64 / subscribers as f64,
+        timer_wakes_per_sec: wakes / elapsed,
+        polls_per_packet: if forwarded > 0.0 {
+            polls / forwarded
+        } else {
+            f64::NAN
+        },
     })
 }
 

@@ -224,12 +224,26 @@ impl std::fmt::Display for SoakReport {
                 "NOT released"
             }
         );
-        for failure in self.failures.iter().take(5) {
+        // A refusal at capacity is admission control doing its job; anything else is a call lost.
+        let (refused, lost): (Vec<&String>, Vec<&String>) = self
+            .failures
+            .iter()
+            .partition(|f| f.contains(REFUSED_AT_CAPACITY));
+        let _ = writeln!(
+            out,
+            "failed calls: {} refused at join (gateway at capacity), {} lost otherwise",
+            refused.len(),
+            lost.len()
+        );
+        for failure in lost.iter().chain(refused.iter().take(1)).take(5) {
             let _ = writeln!(out, "failure: {failure}");
         }
         f.write_str(&out)
     }
 }
+
+/// How the gateway words a join refused because every agent session is taken.
+const REFUSED_AT_CAPACITY: &str = "the gateway is at its capacity";
 
 /// Runs the soak against an in-process gateway with `agents`.
 pub async fn run_soak(
