@@ -1,7 +1,10 @@
 //! Tools the gateway gives a voice agent whose language model can call functions: `ask_agent`
 //! sends a question to another agent registered with the platform sidecar (agent-to-agent
 //! messages over its event bus) and hands the model the reply — a support agent asking the
-//! order agent, say.
+//! order agent, say. An agent on a phone call also gets the call's `send_digits` and
+//! `transfer_call` ([`dartmouth_signaling::sip::CallTools`]); [`ToolSet`] offers several sets as one.
+
+use std::sync::Arc;
 
 use dartmouth_platform::client::PlatformClient;
 use dartmouth_voice::knowledge::{AgentTools, ToolEvent};
@@ -91,6 +94,44 @@ impl AgentTools for AskAgent {
     }
 }
 
+/// Several sets of tools offered as one: the model sees every function, each call goes to the
+/// set that offers it.
+pub struct ToolSet {
+    sets: Vec<Arc<dyn AgentTools>>,
+}
+
+impl ToolSet {
+    /// `sets` as one set of tools (`None` when there is none).
+    pub fn combine(mut sets: Vec<Arc<dyn AgentTools>>) -> Option<Arc<dyn AgentTools>> {
+        match sets.len() {
+            0 => None,
+            1 => sets.pop(),
+            _ => Some(Arc::new(Self { sets })),
+        }
+    }
+}
+
+impl AgentTools for ToolSet {
+    fn specs(&self) -> Vec<ToolSpec> {
+        self.sets.iter().flat_map(|s| s.specs()).collect()
+    }
+
+    fn call(&self, call: ToolCall, cancel: CancellationToken) -> EventStream<ToolEvent> {
+        let owner = self
+            .sets
+            .iter()
+            .find(|s| s.specs().iter().any(|spec| spec.name == call.name));
+        match owner {
+            Some(set) => set.call(call, cancel),
+            None => {
+                let (tx, rx) = event_channel();
+                let _ = tx.try_send(ToolEvent::Error(format!("no tool named {:?}", call.name)));
+                rx
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +168,44 @@ mod tests {
                 .unwrap_err()
                 .contains("`question`")
         );
+    }
+
+    /// A set with one function that answers with its own name.
+    struct Named(&'static str);
+
+    impl AgentTools for Named {
+        fn specs(&self) -> Vec<ToolSpec> {
+            vec![ToolSpec {
+                name: self.0.into(),
+                description: String::new(),
+                parameters: json!({"type": "object"}),
+            }]
+        }
+
+        fn call(&self, _call: ToolCall, _cancel: CancellationToken) -> EventStream<ToolEvent> {
+            let (tx, rx) = event_channel();
+            let _ = tx.try_send(ToolEvent::Output(self.0.into()));
+            rx
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tool_set_routes_each_call_to_the_set_that_offers_it() {
+        assert!(ToolSet::combine(Vec::new()).is_none());
+        let set = ToolSet::combine(vec![Arc::new(Named("one")), Arc::new(Named("two"))])
+            .expect("two sets");
+        let names: Vec<String> = set.specs().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["one", "two"]);
+        for name in ["two", "one"] {
+            let mut call_it = call("{}");
+            call_it.name = name.into();
+            let mut events = set.call(call_it, CancellationToken::new());
+            assert_eq!(events.recv().await, Some(ToolEvent::Output(name.into())));
+        }
+        let mut unknown = call("{}");
+        unknown.name = "three".into();
+        let mut events = set.call(unknown, CancellationToken::new());
+        assert!(matches!(events.recv().await, Some(ToolEvent::Error(e)) if e.contains("three")));
     }
 
     async fn ask(tool: &AskAgent, arguments: &str) -> ToolEvent {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use dartmouth_models::ModelStore;
 use dartmouth_signaling::proto::AgentOutput;
+use dartmouth_signaling::sip::CallTools;
 use dartmouth_signaling::{AgentFactory, AgentInfo, AgentRefusal, AgentRequest};
 use dartmouth_voice::admission::{
     Admission, AdmissionState, DEFAULT_ADMISSION_BUDGET, LoadSource, default_capacity,
@@ -19,11 +20,12 @@ use dartmouth_voice::embedded::{
 use dartmouth_voice::fallback::FallbackLlm;
 use dartmouth_voice::http::HttpProviderConfig;
 use dartmouth_voice::http::openai_llm::OpenAiLlm;
+use dartmouth_voice::knowledge::AgentTools;
 use dartmouth_voice::listening::{ListenConfig, ListeningService};
 use dartmouth_voice::provider::{Llm, Stt, Tts};
 use dartmouth_voice::turn::TurnConfig;
 
-use crate::agent_tools::AskAgent;
+use crate::agent_tools::{AskAgent, ToolSet};
 use crate::config::AgentProfile;
 use crate::platform_link::{PlatformKnowledge, PlatformObserver};
 use dartmouth_platform::client::PlatformClient;
@@ -201,10 +203,18 @@ impl AgentFactory for EmbeddedAgents {
                 &request.room,
                 &request.identity,
             ));
-            // Only a remote model calls functions; the embedded one answers from its prompt.
-            if !profile.llm_url.is_empty() {
-                providers.tools = Some(Arc::new(AskAgent::new(platform.clone(), name)));
+        }
+        // Only a remote model calls functions; the embedded one answers from its prompt. An
+        // agent on a phone call may also press keys and transfer the call.
+        if !profile.llm_url.is_empty() {
+            let mut tools: Vec<Arc<dyn AgentTools>> = Vec::new();
+            if let Some(platform) = self.platform.get() {
+                tools.push(Arc::new(AskAgent::new(platform.clone(), name)));
             }
+            if let Some(call) = CallTools::current() {
+                tools.push(Arc::new(call));
+            }
+            providers.tools = ToolSet::combine(tools);
         }
         Ok(AgentSession::start(config, providers, &self.listening).with_admission(admitted))
     }
