@@ -79,6 +79,8 @@ pub struct PlatformConfig {
     pub notify: crate::notify::NotifyConfig,
     /// Limits of the cross-agent memory.
     pub memory: crate::memory::MemoryConfig,
+    /// The workflow engine (`[platform.workflows]`).
+    pub workflows: crate::workflow::WorkflowConfig,
 }
 
 /// Settings of the event system (`[platform.events]`).
@@ -216,6 +218,7 @@ impl Default for PlatformConfig {
             filter: crate::filter::FilterConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
             memory: crate::memory::MemoryConfig::default(),
+            workflows: crate::workflow::WorkflowConfig::default(),
         }
     }
 }

@@ -84,6 +84,13 @@ fn migrator(dialect: Dialect) -> Migrator {
             include_str!("migrations/0006_notify_retry.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            7,
+            "workflows".into(),
+            MigrationType::Simple,
+            include_str!("migrations/0007_workflows.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 

@@ -376,6 +376,7 @@ pub(crate) fn routes(state: &AppState) -> (axum::Router<AppState>, utoipa::opena
         .merge(crate::monitor::router())
         .merge(crate::notify::router())
         .merge(crate::memory::router())
+        .merge(crate::workflow::router())
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .merge(uploads)
         .merge(

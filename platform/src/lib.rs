@@ -44,6 +44,7 @@ pub mod registry;
 pub mod state;
 pub mod storage;
 pub mod webhooks;
+pub mod workflow;
 
 pub use config::{BootstrapAdmin, PlatformConfig, RateLimitConfig, S3Config};
 pub use error::{ApiError, ErrorBody, PlatformError};

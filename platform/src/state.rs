@@ -60,6 +60,8 @@ pub struct StateInner {
     pub notify: crate::notify::Notifier,
     /// Embedded intent examples per agent.
     pub(crate) intents: crate::intel::IntentCache,
+    /// The workflow engine (its tasks end when the state is dropped).
+    pub workflows: crate::workflow::Engine,
 }
 
 /// A weak handle to the state, held by background tasks so they end with it.
@@ -103,6 +105,9 @@ pub struct Extras {
     /// A key (`dk_gateway_<secret>`) to accept as the in-process gateway's credential (developer
     /// role, every scope); it replaces the one of the previous start.
     pub service_key: Option<String>,
+    /// The clock workflow schedules are evaluated against (default the system clock; tests
+    /// pass a manual one).
+    pub workflow_clock: Option<crate::workflow::Clock>,
 }
 
 impl Deref for AppState {
@@ -219,11 +224,17 @@ impl AppState {
         let ai = crate::ai::Ai::new(&config.ai, extras.backends.clone())?;
         let filter = crate::filter::Filter::new(&config.filter)?;
         let notify = crate::notify::Notifier::new(&config.notify).map_err(PlatformError::Config)?;
+        let workflows = crate::workflow::Engine::new(
+            &config.workflows,
+            extras.workflow_clock.clone().unwrap_or_default(),
+        )
+        .map_err(PlatformError::Config)?;
         let state = AppState(Arc::new(StateInner {
             rag,
             ai,
             filter,
             notify,
+            workflows,
             events,
             webhooks,
             embedder,
@@ -271,6 +282,7 @@ impl AppState {
             "notification retries",
             crate::notify::retry::pass,
         ));
+        crate::workflow::start(&state);
         Ok(state)
     }
 

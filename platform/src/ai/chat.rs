@@ -374,6 +374,51 @@ pub(crate) async fn chat_completions(
     }
 }
 
+/// One whole answer for the platform's own callers (workflow steps), booked to `agent`: the
+/// budget, provider chain, cache, cost booking and output filter of the endpoint.
+pub(crate) async fn complete(
+    state: &AppState,
+    agent: &str,
+    actor: &str,
+    request: ChatRequest,
+) -> Result<CachedAnswer, ApiError> {
+    crate::cost::check_budget(state, agent, actor).await?;
+    let key = cache::key(&request, &request.model).filter(|_| state.config.ai.cache_ttl_secs > 0);
+    if let Some(hit) = key
+        .as_ref()
+        .and_then(|k| state.ai.cache.get(k, Instant::now()))
+    {
+        crate::cost::record(
+            state,
+            UsageRecord {
+                agent: agent.into(),
+                user: String::new(),
+                provider: hit.provider.clone(),
+                model: hit.model.clone(),
+                usage: hit.usage,
+                cached: true,
+            },
+        )
+        .await?;
+        return Ok(hit);
+    }
+    let started = start(state, &request, false).await?;
+    let caller = Caller {
+        actor: actor.into(),
+        agent: agent.into(),
+        user: String::new(),
+    };
+    Job {
+        state: state.clone(),
+        caller,
+        request,
+        key,
+        started,
+    }
+    .whole()
+    .await
+}
+
 fn sse(rx: mpsc::Receiver<Value>) -> Response {
     use tokio_stream::StreamExt;
     let events = tokio_stream::wrappers::ReceiverStream::new(rx)

@@ -1,0 +1,853 @@
+//! The executor: a supervisor claims runs (leases), and one driver per run decides what to do
+//! next from the stored state ([`decide`], a pure function of the definition, the steps' states
+//! and `now`), records each transition, and runs step attempts concurrently (bounded), each with
+//! its timeout. Compensation runs one step at a time, most recently completed first.
+
+use super::definition::{Action, Definition};
+use super::steps::{Attempt, StepError, execute};
+use super::store::{self, StepKey, StepState, WorkflowRun};
+use super::{
+    MAX_INTERRUPTIONS, TOPIC_RUN_FINISHED, TOPIC_RUN_STARTED, TOPIC_STEP_FINISHED, announce,
+};
+use crate::db::now_ms;
+use crate::error::ApiError;
+use crate::state::{AppState, WeakState};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What a driver does next.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Move {
+    /// Skip step `i` (a branch not taken, or nothing upstream ran).
+    Skip(usize),
+    /// Start an attempt of step `i`.
+    Start(usize),
+    /// A step failed for good: compensate these steps, in this order.
+    Compensate(Vec<usize>),
+    /// Start an attempt of the compensation of step `i`.
+    StartCompensation(usize),
+    /// The run is over.
+    Finish {
+        status: &'static str,
+        error: Option<String>,
+    },
+}
+
+/// The decision and when to look again at the latest (a retry coming due).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Plan {
+    pub moves: Vec<Move>,
+    pub wake_at: Option<i64>,
+}
+
+fn settled(status: &str) -> bool {
+    matches!(status, "succeeded" | "skipped")
+}
+
+/// The compensation row name of step `id`.
+pub(crate) fn compensation_of(id: &str) -> String {
+    format!("compensate:{id}")
+}
+
+/// Decides the next moves of a run from its stored state; `inflight` are the steps (or
+/// compensation rows) with an attempt in progress here.
+pub(crate) fn decide(
+    def: &Definition,
+    run_status: &str,
+    steps: &HashMap<String, StepState>,
+    inflight: &HashSet<String>,
+    now: i64,
+    max_parallel: usize,
+) -> Plan {
+    let mut plan = Plan::default();
+    let status = |i: usize| {
+        steps
+            .get(&def.steps[i].id)
+            .map_or("pending", |s| s.status.as_str())
+    };
+    let wake = |at: i64, plan: &mut Plan| {
+        plan.wake_at = Some(plan.wake_at.map_or(at, |w| w.min(at)));
+    };
+    if run_status == "compensating" {
+        let mut rows: Vec<&StepState> = steps
+            .values()
+            .filter(|s| s.step.starts_with("compensate:"))
+            .collect();
+        rows.sort_by_key(|s| s.seq);
+        let next = rows
+            .iter()
+            .find(|s| !matches!(s.status.as_str(), "succeeded" | "failed"));
+        match next {
+            None => plan.moves.push(Move::Finish {
+                status: "failed",
+                error: None,
+            }),
+            Some(row) if inflight.contains(&row.step) => {}
+            Some(row) if row.next_attempt_at.is_some_and(|t| t > now) => {
+                wake(row.next_attempt_at.unwrap_or(now), &mut plan)
+            }
+            Some(row) => {
+                let id = row.step.trim_start_matches("compensate:");
+                if let Some(i) = def.position(id) {
+                    plan.moves.push(Move::StartCompensation(i));
+                }
+            }
+        }
+        return plan;
+    }
+    let failed = (0..def.steps.len()).find(|&i| status(i) == "failed");
+    if let Some(failed) = failed {
+        if inflight.is_empty() {
+            let mut done: Vec<(i64, usize)> = (0..def.steps.len())
+                .filter(|&i| status(i) == "succeeded" && def.steps[i].compensate.is_some())
+                .map(|i| (steps.get(&def.steps[i].id).map_or(0, |s| s.seq), i))
+                .collect();
+            done.sort_unstable();
+            done.reverse();
+            let error = format!(
+                "step {} failed: {}",
+                def.steps[failed].id,
+                steps
+                    .get(&def.steps[failed].id)
+                    .and_then(|s| s.error.clone())
+                    .unwrap_or_default()
+            );
+            if done.is_empty() {
+                plan.moves.push(Move::Finish {
+                    status: "failed",
+                    error: Some(error),
+                });
+            } else {
+                plan.moves
+                    .push(Move::Compensate(done.into_iter().map(|(_, i)| i).collect()));
+            }
+        }
+        return plan;
+    }
+    let mut running = inflight.len();
+    let mut skipped_now = HashSet::new();
+    for (i, step) in def.steps.iter().enumerate() {
+        if status(i) != "pending" || inflight.contains(&step.id) {
+            continue;
+        }
+        if !def.needs[i]
+            .iter()
+            .all(|&d| settled(status(d)) || skipped_now.contains(&d))
+        {
+            continue;
+        }
+        let off_branch = def.branches[i].iter().any(|&(c, taken)| {
+            skipped_now.contains(&c)
+                || status(c) == "skipped"
+                || steps
+                    .get(&def.steps[c].id)
+                    .and_then(|s| s.output.as_ref())
+                    .and_then(|o| o["result"].as_bool())
+                    != Some(taken)
+        });
+        let nothing_upstream = !def.needs[i].is_empty()
+            && def.needs[i]
+                .iter()
+                .all(|&d| status(d) == "skipped" || skipped_now.contains(&d));
+        if off_branch || nothing_upstream {
+            skipped_now.insert(i);
+            plan.moves.push(Move::Skip(i));
+            continue;
+        }
+        let due = steps.get(&step.id).and_then(|s| s.next_attempt_at);
+        if let Some(at) = due.filter(|&at| at > now) {
+            wake(at, &mut plan);
+            continue;
+        }
+        if running >= max_parallel {
+            continue;
+        }
+        running += 1;
+        plan.moves.push(Move::Start(i));
+    }
+    let all_done = (0..def.steps.len()).all(|i| settled(status(i)) || skipped_now.contains(&i));
+    if all_done && inflight.is_empty() {
+        plan.moves.push(Move::Finish {
+            status: "succeeded",
+            error: None,
+        });
+    }
+    plan
+}
+
+/// What applying a move did.
+enum Applied {
+    /// The run is over.
+    Over,
+    /// Stored state changed: decide again.
+    Changed,
+    /// Nothing changed (another driver or a cancellation got there first).
+    Nothing,
+}
+
+/// Removes a run from the engine's driven set when its driver ends (or is aborted).
+struct Driven {
+    weak: WeakState,
+    id: String,
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        if let Some(state) = self.weak.upgrade()
+            && let Ok(mut runs) = state.workflows.runs.lock()
+        {
+            runs.remove(&self.id);
+        }
+    }
+}
+
+/// Claims unclaimed runs and drives them until the state is dropped; the drivers are owned
+/// here (aborted when this ends).
+pub(crate) async fn supervise(weak: WeakState, cancel: CancellationToken) {
+    let mut drivers: JoinSet<()> = JoinSet::new();
+    loop {
+        while drivers.try_join_next().is_some() {}
+        let (poll, wake) = {
+            let Some(state) = weak.upgrade() else { return };
+            let config = &state.config.workflows;
+            if let Err(e) = claim_runs(&state, &weak, &mut drivers).await {
+                tracing::warn!(error = %e, "claiming workflow runs failed");
+            }
+            (
+                Duration::from_millis(config.poll_ms.max(10)),
+                state.workflows.wake.clone(),
+            )
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+async fn claim_runs(
+    state: &AppState,
+    weak: &WeakState,
+    drivers: &mut JoinSet<()>,
+) -> Result<(), ApiError> {
+    let engine = &state.workflows;
+    let config = &state.config.workflows;
+    let driven = engine.runs.lock().map(|m| m.len()).unwrap_or(usize::MAX);
+    let free = config.max_concurrent_runs.saturating_sub(driven);
+    if free == 0 {
+        return Ok(());
+    }
+    let now = now_ms();
+    for id in store::unclaimed(&state.db, now, free as i64).await? {
+        if engine
+            .runs
+            .lock()
+            .map(|m| m.contains_key(&id))
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        if !store::claim(&state.db, &id, &engine.node, now + config.lease_ms as i64).await? {
+            continue;
+        }
+        let stop = engine.cancel.child_token();
+        if let Ok(mut runs) = engine.runs.lock() {
+            runs.insert(id.clone(), stop.clone());
+        }
+        let guard = Driven {
+            weak: weak.clone(),
+            id: id.clone(),
+        };
+        let driver = Driver::new(state, id, stop);
+        drivers.spawn(async move {
+            let _guard = guard;
+            if let Err(e) = driver.drive().await {
+                tracing::warn!(error = %e, "workflow run driver stopped");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Starts a run of `workflow` (its latest version unless `version`), owned by the workflow's
+/// owner; with a `dedup_key` already used, answers that run instead (`false`: not new).
+pub(crate) async fn start_run(
+    state: &AppState,
+    workflow: &str,
+    version: Option<i64>,
+    trigger: &str,
+    input: Value,
+    dedup_key: Option<String>,
+) -> Result<(String, bool), ApiError> {
+    let stored = match version {
+        Some(v) => store::get_version(&state.db, workflow, v).await?,
+        None => store::latest(&state.db, workflow).await?,
+    }
+    .ok_or_else(|| ApiError::not_found(format!("no such workflow (version) {workflow}")))?;
+    let size = input.to_string().len();
+    if size > state.config.workflows.max_output_bytes {
+        return Err(ApiError::payload_too_large(format!(
+            "input is {size} bytes; at most {}",
+            state.config.workflows.max_output_bytes
+        )));
+    }
+    let def = state
+        .workflows
+        .definition(&state.db, workflow, stored.version)
+        .await?;
+    let created = store::insert_run(
+        &state.db,
+        store::NewRun {
+            workflow,
+            version: stored.version,
+            owner: &stored.owner,
+            trigger,
+            dedup_key,
+            input: &input,
+            steps: def.steps.iter().map(|s| s.id.as_str()).collect(),
+        },
+    )
+    .await?;
+    match created {
+        Ok(id) => {
+            announce(
+                state,
+                TOPIC_RUN_STARTED,
+                json!({"run": id, "workflow": workflow, "version": stored.version, "trigger": trigger}),
+            )
+            .await;
+            state.workflows.wake();
+            Ok((id, true))
+        }
+        Err(existing) => Ok((existing, false)),
+    }
+}
+
+/// Drives one run while this sidecar holds its lease.
+struct Driver {
+    weak: WeakState,
+    db: crate::db::Db,
+    node: String,
+    config: super::WorkflowConfig,
+    http: reqwest::Client,
+    events: crate::events::EventBus,
+    id: String,
+    workflow: String,
+    owner: String,
+    stop: CancellationToken,
+    inflight: JoinSet<(String, Result<Value, StepError>)>,
+    names: HashSet<String>,
+}
+
+impl Driver {
+    fn new(state: &AppState, id: String, stop: CancellationToken) -> Driver {
+        Driver {
+            weak: state.downgrade(),
+            db: state.db.clone(),
+            node: state.workflows.node.clone(),
+            config: state.config.workflows.clone(),
+            http: state.workflows.http.clone(),
+            events: state.events.clone(),
+            id,
+            workflow: String::new(),
+            owner: String::new(),
+            stop,
+            inflight: JoinSet::new(),
+            names: HashSet::new(),
+        }
+    }
+
+    fn key<'a>(&'a self, step: &'a str) -> StepKey<'a> {
+        StepKey {
+            run: &self.id,
+            node: &self.node,
+            step,
+        }
+    }
+
+    async fn load(&self) -> Result<Option<(WorkflowRun, Arc<Definition>)>, ApiError> {
+        let Some(run) = store::load_run(&self.db, &self.id).await? else {
+            return Ok(None);
+        };
+        let state = self
+            .weak
+            .upgrade()
+            .ok_or_else(|| ApiError::unavailable("the sidecar is stopping"))?;
+        let def = state
+            .workflows
+            .definition(&self.db, &run.workflow, run.version)
+            .await?;
+        Ok(Some((run, def)))
+    }
+
+    async fn announce(&self, topic: &str, data: Value) {
+        if let Some(state) = self.weak.upgrade() {
+            announce(&state, topic, data).await;
+        }
+    }
+
+    async fn drive(mut self) -> Result<(), ApiError> {
+        let lease = self.config.lease_ms.max(30) as i64;
+        let Some((run, def)) = self.load().await? else {
+            return Ok(());
+        };
+        self.workflow = run.workflow.clone();
+        self.owner = run_owner(&self.db, &self.id).await?;
+        self.resume(&run, &def).await?;
+        let mut seq = run.steps.iter().map(|s| s.seq).max().unwrap_or(0);
+        let mut renew_at = now_ms() + lease / 3;
+        loop {
+            if self.stop.is_cancelled() {
+                return Ok(());
+            }
+            let now = now_ms();
+            if now >= renew_at {
+                if !store::claim(&self.db, &self.id, &self.node, now + lease).await? {
+                    tracing::warn!(run = %self.id, "workflow run lease lost; another sidecar drives it");
+                    return Ok(());
+                }
+                renew_at = now + lease / 3;
+            }
+            let Some((run, def)) = self.load().await? else {
+                return Ok(());
+            };
+            if !store::ACTIVE.contains(&run.status.as_str()) {
+                return Ok(());
+            }
+            let steps: HashMap<String, StepState> = run
+                .steps
+                .iter()
+                .map(|s| (s.step.clone(), s.clone()))
+                .collect();
+            let plan = decide(
+                &def,
+                &run.status,
+                &steps,
+                &self.names,
+                now,
+                self.config.max_parallel_steps.max(1),
+            );
+            let mut changed = false;
+            for step in plan.moves {
+                match self.apply(step, &run, &def, &steps).await? {
+                    Applied::Over => return Ok(()),
+                    Applied::Changed => changed = true,
+                    Applied::Nothing => {}
+                }
+            }
+            if changed {
+                continue;
+            }
+            let wake_at = plan.wake_at.unwrap_or(i64::MAX).min(renew_at);
+            let sleep = Duration::from_millis((wake_at - now_ms()).clamp(1, lease) as u64);
+            tokio::select! {
+                _ = self.stop.cancelled() => return Ok(()),
+                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => {
+                    match done {
+                        Ok((name, result)) => {
+                            self.names.remove(&name);
+                            seq += 1;
+                            self.record(&name, result, &def, &steps, seq).await?;
+                        }
+                        // A panicked attempt: start over, the next driver resumes the run.
+                        Err(e) => return Err(ApiError::internal(format!("a workflow step panicked: {e}"))),
+                    }
+                }
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// Attempts a stopped sidecar interrupted: run them again, or fail them (`on_resume: fail`,
+    /// or interrupted too often).
+    async fn resume(&self, run: &WorkflowRun, def: &Definition) -> Result<(), ApiError> {
+        for step in run.steps.iter().filter(|s| s.status == "running") {
+            let id = step.step.trim_start_matches("compensate:");
+            let refuses = def.position(id).is_some_and(|i| {
+                !step.step.starts_with("compensate:")
+                    && def.steps[i].on_resume == super::definition::OnResume::Fail
+            });
+            store::interrupt(&self.db, self.key(&step.step)).await?;
+            if refuses || step.interruptions + 1 > MAX_INTERRUPTIONS {
+                let why = if refuses {
+                    "interrupted by a stopped sidecar; not run again (on_resume: fail)"
+                } else {
+                    "interrupted by a stopped sidecar too many times"
+                };
+                store::fail(&self.db, self.key(&step.step), why, now_ms()).await?;
+                self.announce(
+                    TOPIC_STEP_FINISHED,
+                    json!({"run": self.id, "workflow": run.workflow, "step": step.step, "status": "failed", "attempts": step.attempts}),
+                )
+                .await;
+            } else {
+                tracing::info!(run = %self.id, step = %step.step, "resuming an interrupted workflow step");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one move.
+    async fn apply(
+        &mut self,
+        step: Move,
+        run: &WorkflowRun,
+        def: &Arc<Definition>,
+        steps: &HashMap<String, StepState>,
+    ) -> Result<Applied, ApiError> {
+        let changed = match step {
+            Move::Skip(i) => {
+                let id = def.steps[i].id.clone();
+                let skipped = store::skip(&self.db, self.key(&id), now_ms()).await?;
+                if skipped {
+                    self.announce(
+                        TOPIC_STEP_FINISHED,
+                        json!({"run": self.id, "workflow": run.workflow, "step": id, "status": "skipped", "attempts": 0}),
+                    )
+                    .await;
+                }
+                skipped
+            }
+            Move::Start(i) => {
+                let step = &def.steps[i];
+                self.launch(
+                    run,
+                    def,
+                    steps,
+                    &step.id,
+                    i,
+                    step.action.clone(),
+                    step.timeout_ms,
+                )
+                .await?
+            }
+            Move::StartCompensation(i) => match &def.steps[i].compensate {
+                Some(c) => {
+                    let name = compensation_of(&def.steps[i].id);
+                    self.launch(run, def, steps, &name, i, c.action.clone(), c.timeout_ms)
+                        .await?
+                }
+                None => false,
+            },
+            Move::Compensate(order) => {
+                let ids: Vec<String> = order.iter().map(|&i| def.steps[i].id.clone()).collect();
+                let failed = def
+                    .steps
+                    .iter()
+                    .find(|s| steps.get(&s.id).is_some_and(|r| r.status == "failed"));
+                let error = failed.map(|s| {
+                    format!(
+                        "step {} failed: {}",
+                        s.id,
+                        steps[&s.id].error.clone().unwrap_or_default()
+                    )
+                });
+                let first = steps.values().map(|s| s.seq).max().unwrap_or(0) + 1;
+                store::insert_compensations(&self.db, &self.id, &ids, first).await?;
+                tracing::info!(run = %self.id, steps = ?ids, "workflow run compensates");
+                store::set_run_status(&self.db, &self.id, "compensating", None, error.as_deref())
+                    .await?
+            }
+            Move::Finish { status, error } => {
+                let output = (status == "succeeded").then(|| leaf_outputs(def, steps));
+                let mut error = error.or_else(|| run.error.clone());
+                let failed_compensations: Vec<&str> = steps
+                    .values()
+                    .filter(|s| s.step.starts_with("compensate:") && s.status == "failed")
+                    .map(|s| s.step.as_str())
+                    .collect();
+                if !failed_compensations.is_empty() {
+                    error = Some(format!(
+                        "{}; also failed: {}",
+                        error.unwrap_or_default(),
+                        failed_compensations.join(", ")
+                    ));
+                }
+                if store::set_run_status(
+                    &self.db,
+                    &self.id,
+                    status,
+                    output.as_ref(),
+                    error.as_deref(),
+                )
+                .await?
+                {
+                    self.announce(
+                        TOPIC_RUN_FINISHED,
+                        json!({"run": self.id, "workflow": run.workflow, "version": run.version, "status": status, "error": error}),
+                    )
+                    .await;
+                }
+                return Ok(Applied::Over);
+            }
+        };
+        Ok(if changed {
+            Applied::Changed
+        } else {
+            Applied::Nothing
+        })
+    }
+
+    /// Marks an attempt of `name` started and runs it in the background; `false` when the
+    /// step was not pending (or the lease is gone).
+    #[allow(clippy::too_many_arguments)]
+    async fn launch(
+        &mut self,
+        run: &WorkflowRun,
+        def: &Definition,
+        steps: &HashMap<String, StepState>,
+        name: &str,
+        index: usize,
+        action: Action,
+        timeout_ms: Option<u64>,
+    ) -> Result<bool, ApiError> {
+        if !store::start_attempt(&self.db, self.key(name), now_ms()).await? {
+            return Ok(false);
+        }
+        let mut outputs = Map::new();
+        for (id, s) in steps {
+            if s.status == "succeeded" && !id.starts_with("compensate:") {
+                outputs.insert(id.clone(), json!({"output": s.output}));
+            }
+        }
+        let inputs: Map<String, Value> = def.needs[index]
+            .iter()
+            .filter_map(|&d| {
+                let id = &def.steps[d].id;
+                steps
+                    .get(id)
+                    .and_then(|s| s.output.clone())
+                    .map(|o| (id.clone(), o))
+            })
+            .collect();
+        let context = json!({
+            "input": run.input,
+            "run": {"id": run.id},
+            "workflow": {"name": run.workflow, "version": run.version},
+            "steps": outputs,
+        });
+        let attempt = Attempt {
+            weak: self.weak.clone(),
+            db: self.db.clone(),
+            http: self.http.clone(),
+            events: self.events.clone(),
+            config: self.config.clone(),
+            run: self.id.clone(),
+            workflow: run.workflow.clone(),
+            owner: self.owner.clone(),
+            key: format!("{}:{name}", self.id),
+            since: run.created_at,
+        };
+        let timeout =
+            Duration::from_millis(timeout_ms.unwrap_or(self.config.default_timeout_ms).max(1));
+        let name = name.to_string();
+        self.names.insert(name.clone());
+        self.inflight.spawn(async move {
+            let result =
+                match tokio::time::timeout(timeout, execute(&attempt, &action, &context, inputs))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(StepError::retry(format!(
+                        "timed out after {} ms",
+                        timeout.as_millis()
+                    ))),
+                };
+            (name, result)
+        });
+        Ok(true)
+    }
+
+    /// Records the outcome of an attempt: success, a retry later, or failure.
+    async fn record(
+        &mut self,
+        name: &str,
+        result: Result<Value, StepError>,
+        def: &Definition,
+        before: &HashMap<String, StepState>,
+        seq: i64,
+    ) -> Result<(), ApiError> {
+        let now = now_ms();
+        let id = name.trim_start_matches("compensate:");
+        let Some(index) = def.position(id) else {
+            return Ok(());
+        };
+        let retry = match (
+            &def.steps[index].compensate,
+            name.starts_with("compensate:"),
+        ) {
+            (Some(c), true) => c.retry,
+            _ => def.steps[index].retry,
+        };
+        let result = result.and_then(|output| {
+            let size = output.to_string().len();
+            if size > self.config.max_output_bytes {
+                Err(StepError::fatal(format!(
+                    "the output is {size} bytes; at most {}",
+                    self.config.max_output_bytes
+                )))
+            } else {
+                Ok(output)
+            }
+        });
+        // `before` was read after the attempt that just ended was started (every move is
+        // followed by a fresh read), so it counts that attempt.
+        let row = before.get(name);
+        let attempts = row.map_or(1, |r| r.attempts);
+        let interruptions = row.map_or(0, |r| r.interruptions);
+        let counted = attempts - interruptions;
+        let workflow = self.workflow.clone();
+        let (status, stored) = match result {
+            Ok(output) => (
+                "succeeded",
+                store::succeed(&self.db, self.key(name), &output, seq, now).await?,
+            ),
+            Err(e) if e.retriable && counted < i64::from(retry.max_attempts) => {
+                let at = now + retry.backoff(counted) as i64;
+                tracing::debug!(run = %self.id, step = name, attempt = counted, error = %e.message, "workflow step retries");
+                store::retry_later(&self.db, self.key(name), &e.message, at).await?;
+                return Ok(());
+            }
+            Err(e) => (
+                "failed",
+                store::fail(&self.db, self.key(name), &e.message, now).await?,
+            ),
+        };
+        if stored {
+            self.announce(
+                TOPIC_STEP_FINISHED,
+                json!({"run": self.id, "workflow": workflow, "step": name, "status": status, "attempts": attempts}),
+            )
+            .await;
+        }
+        Ok(())
+    }
+}
+
+async fn run_owner(db: &crate::db::Db, run: &str) -> Result<String, ApiError> {
+    use sqlx::Row;
+    Ok(sqlx::query("SELECT owner FROM workflow_runs WHERE id = $1")
+        .bind(run)
+        .fetch_one(&db.pool)
+        .await?
+        .try_get(0)?)
+}
+
+/// The outputs of the steps nothing waits for, by step id.
+fn leaf_outputs(def: &Definition, steps: &HashMap<String, StepState>) -> Value {
+    let mut waited: HashSet<usize> = HashSet::new();
+    for needs in &def.needs {
+        waited.extend(needs);
+    }
+    let mut out = Map::new();
+    for (i, step) in def.steps.iter().enumerate() {
+        if waited.contains(&i) {
+            continue;
+        }
+        if let Some(s) = steps.get(&step.id).filter(|s| s.status == "succeeded") {
+            out.insert(step.id.clone(), s.output.clone().unwrap_or(Value::Null));
+        }
+    }
+    Value::Object(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(step: &str, status: &str, seq: i64) -> (String, StepState) {
+        (
+            step.to_string(),
+            StepState {
+                step: step.into(),
+                status: status.into(),
+                attempts: 1,
+                interruptions: 0,
+                idempotency_key: format!("r:{step}"),
+                output: (status == "succeeded").then(|| json!({"result": true})),
+                error: None,
+                next_attempt_at: None,
+                started_at: None,
+                finished_at: None,
+                seq,
+            },
+        )
+    }
+
+    fn def() -> Definition {
+        super::super::definition::parse(&json!({"steps": [
+            {"id": "a", "type": "join", "compensate": {"type": "http", "url": "http://x/undo-a"}},
+            {"id": "b", "type": "join", "depends_on": ["a"], "compensate": {"type": "http", "url": "http://x/undo-b"}},
+            {"id": "c", "type": "join", "depends_on": ["a"]},
+            {"id": "d", "type": "join", "depends_on": ["b", "c"]},
+        ]}))
+        .unwrap()
+    }
+
+    #[test]
+    fn independent_steps_start_together_and_a_join_waits_for_all() {
+        let def = def();
+        let none = HashSet::new();
+        let steps: HashMap<_, _> = [row("a", "succeeded", 1)].into_iter().collect();
+        let plan = decide(&def, "running", &steps, &none, 0, 8);
+        assert_eq!(plan.moves, vec![Move::Start(1), Move::Start(2)]);
+        let steps: HashMap<_, _> = [
+            row("a", "succeeded", 1),
+            row("b", "succeeded", 2),
+            row("c", "running", 0),
+        ]
+        .into_iter()
+        .collect();
+        let inflight: HashSet<String> = ["c".to_string()].into();
+        assert!(
+            decide(&def, "running", &steps, &inflight, 0, 8)
+                .moves
+                .is_empty()
+        );
+        let plan = decide(&def, "running", &steps, &none, 0, 1);
+        assert!(
+            plan.moves.is_empty(),
+            "c is still running elsewhere: {plan:?}"
+        );
+    }
+
+    #[test]
+    fn a_failure_compensates_completed_steps_newest_first() {
+        let def = def();
+        let none = HashSet::new();
+        let mut steps: HashMap<_, _> = [
+            row("a", "succeeded", 1),
+            row("b", "succeeded", 2),
+            row("c", "failed", 0),
+        ]
+        .into_iter()
+        .collect();
+        let plan = decide(&def, "running", &steps, &none, 0, 8);
+        assert_eq!(plan.moves, vec![Move::Compensate(vec![1, 0])]);
+        steps.extend([
+            row("compensate:b", "pending", 3),
+            row("compensate:a", "pending", 4),
+        ]);
+        let plan = decide(&def, "compensating", &steps, &none, 0, 8);
+        assert_eq!(plan.moves, vec![Move::StartCompensation(1)]);
+        steps.extend([row("compensate:b", "succeeded", 3)]);
+        let plan = decide(&def, "compensating", &steps, &none, 0, 8);
+        assert_eq!(plan.moves, vec![Move::StartCompensation(0)]);
+    }
+
+    #[test]
+    fn retries_wait_for_their_back_off() {
+        let def = def();
+        let mut steps: HashMap<_, _> = [row("a", "pending", 0)].into_iter().collect();
+        steps.get_mut("a").unwrap().next_attempt_at = Some(500);
+        let plan = decide(&def, "running", &steps, &HashSet::new(), 100, 8);
+        assert_eq!((plan.moves.len(), plan.wake_at), (0, Some(500)));
+        let plan = decide(&def, "running", &steps, &HashSet::new(), 500, 8);
+        assert_eq!(plan.moves, vec![Move::Start(0)]);
+    }
+}
