@@ -113,6 +113,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/memory/{namespace}/facts/{id}"),
     ("put", "/v1/memory/{namespace}/grants/{principal}"),
     ("delete", "/v1/memory/{namespace}/grants/{principal}"),
+    ("post", "/v1/workflows"),
+    ("get", "/v1/workflows"),
+    ("get", "/v1/workflows/{name}"),
+    ("get", "/v1/workflows/{name}/versions"),
+    ("get", "/v1/workflows/{name}/versions/{version}"),
+    ("post", "/v1/workflows/{name}/runs"),
+    ("get", "/v1/workflows/{name}/runs"),
+    ("get", "/v1/workflows/{name}/runs/{run_id}"),
+    ("post", "/v1/workflows/{name}/runs/{run_id}/cancel"),
 ];
 
 fn resolve_refs(doc: &Value, node: &Value, missing: &mut Vec<String>) {
@@ -438,6 +447,7 @@ async fn rbac_matrix_is_enforced_on_every_route(backend: Backend) {
             DATA,
         ),
         (Method::DELETE, format!("/v1/users/{victim}"), None, ADMIN),
+        (Method::GET, "/v1/workflows".into(), None, DATA),
         (Method::POST, "/v1/auth/logout".into(), None, ALL),
     ];
     let callers: [(&str, Option<&str>); 5] = [
