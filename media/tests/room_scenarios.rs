@@ -7,9 +7,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Net, SERVER};
-use dartmouth_media::{CloseReason, CoreEvent, MediaCore, PeerError};
-use str0m::{Input, Rtc};
+use dartmouth_media::{CloseReason, CoreEvent, CoreOutput, MediaCore, PeerError};
 use str0m::media::{Direction, MediaKind};
+use str0m::{Input, Rtc};
 
 #[test]
 fn audio_is_forwarded_to_the_other_participant_of_the_room_only() {
@@ -204,4 +204,36 @@ fn a_packet_costs_the_peers_of_its_room_not_every_peer_of_the_core() {
         polls <= 6,
         "one packet polled {polls} peers for a room of 2 in a core of 20"
     );
+}
+
+#[test]
+fn the_timers_of_idle_peers_are_served_together_on_a_10_ms_grid() {
+    let mut net = Net::new();
+    for port in 50200..50206 {
+        net.join("grid", port, Direction::SendRecv);
+    }
+    net.run(Duration::from_secs(2));
+    let mut wakes = Vec::new();
+    for _ in 0..100 {
+        let at = loop {
+            if let CoreOutput::Timeout(at) = net.core.poll_output(net.now) {
+                break at;
+            }
+        };
+        if at > net.now {
+            wakes.push(at);
+        }
+        net.now = at.max(net.now + Duration::from_millis(1));
+        net.core.handle_timeout(net.now);
+    }
+    assert!(wakes.len() >= 20, "{} timed wakes", wakes.len());
+    let first = wakes[0];
+    for wake in &wakes {
+        let offset = wake.duration_since(first);
+        assert_eq!(
+            offset.as_nanos() % 10_000_000,
+            0,
+            "a wake {offset:?} after the first is off the grid"
+        );
+    }
 }
