@@ -8,7 +8,6 @@ use std::time::Duration;
 use anyhow::Context;
 use dartmouth_models::ModelStore;
 use dartmouth_signaling::proto::AgentOutput;
-use dartmouth_signaling::sip::CallTools;
 use dartmouth_signaling::{AgentFactory, AgentInfo, AgentRefusal, AgentRequest};
 use dartmouth_voice::admission::{
     Admission, AdmissionState, DEFAULT_ADMISSION_BUDGET, LoadSource, default_capacity,
@@ -211,7 +210,7 @@ impl AgentFactory for EmbeddedAgents {
             if let Some(platform) = self.platform.get() {
                 tools.push(Arc::new(AskAgent::new(platform.clone(), name)));
             }
-            if let Some(call) = CallTools::current() {
+            if let Some(call) = request.phone.clone() {
                 tools.push(Arc::new(call));
             }
             providers.tools = ToolSet::combine(tools);

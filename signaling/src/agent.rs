@@ -98,6 +98,9 @@ pub struct AgentRequest {
     /// barge-in then waits for the VAD to confirm speech instead of holding the agent's audio
     /// at the first speech-like sound, which echo residue would chop.
     pub echo_path: bool,
+    /// The phone call the agent answers, whose keys and transfer its model may use as tools
+    /// (`None` for every session that is not a SIP call).
+    pub phone: Option<crate::sip::CallTools>,
 }
 
 /// A factory with no agents: rooms and forwarding work, agent requests are refused with the

@@ -269,6 +269,7 @@ impl Gateway {
             output: start.output,
             output_rate: 48_000,
             echo_path: false,
+            phone: None,
         };
         let session = tokio::task::spawn_blocking(move || factory.start(&request))
             .await

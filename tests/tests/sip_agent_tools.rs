@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use dartmouth_media::PhoneCodec;
 use dartmouth_models::ModelStore;
+use dartmouth_signaling::sip::SipSettings;
 use dartmouth_signaling::sip::call::CallNotice;
 use dartmouth_signaling::sip::tools::{SEND_DIGITS, TRANSFER_CALL};
-use dartmouth_signaling::sip::{CallTools, SipSettings};
 use dartmouth_signaling::{AgentFactory, AgentInfo, AgentRefusal, AgentRequest};
 use dartmouth_tests::TestGateway;
 use dartmouth_tests::mock_openai::{MOCK_TTS_RATE, MockOpenAi, MockReplies, MockTurn};
@@ -84,7 +84,7 @@ impl AgentFactory for ToolAgents {
             ..AgentConfig::default()
         };
         let mut providers = Providers::new(self.stt.clone(), self.llm.clone(), self.tts.clone());
-        let tools = CallTools::current();
+        let tools = request.phone.clone();
         self.tools_of
             .lock()
             .unwrap()

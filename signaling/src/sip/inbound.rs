@@ -240,7 +240,7 @@ pub(crate) fn confirmed(shared: &Shared, dialog_id: &str) {
 }
 
 /// The caller's partner for the call `call_id`; an agent is started with the call's tools
-/// ([`super::tools::CallTools::current`] while the factory runs).
+/// ([`AgentRequest::phone`]).
 pub(crate) async fn start_talker(
     shared: &Arc<Shared>,
     route: &Route,
@@ -267,15 +267,13 @@ pub(crate) async fn start_talker(
                 output: AgentOutput::Audio,
                 output_rate: codec.sample_rate(),
                 echo_path: true,
+                phone: Some(super::tools::CallTools::new(shared, call_id)),
             };
             let factory = shared.gateway.agents.clone();
-            let tools = super::tools::CallTools::new(shared, call_id);
-            let session = tokio::task::spawn_blocking(move || {
-                super::tools::starting(tools, || factory.start(&request))
-            })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            let session = tokio::task::spawn_blocking(move || factory.start(&request))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
             Ok(Talker::Agent(session))
         }
     }

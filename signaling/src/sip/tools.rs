@@ -4,10 +4,9 @@
 //! through the same [`SipHandle`] calls as the HTTP API (`/dtmf`, `/transfer`), so they report
 //! the same events; bad arguments come back to the model as an error naming the problem.
 //!
-//! The agent factory picks them up with [`CallTools::current`] while it starts the agent of a
-//! SIP call; any other session (a browser's) gets none.
+//! The bridge hands them to the agent factory in [`crate::AgentRequest::phone`] when it starts the
+//! agent of a SIP call; any other session (a browser's) gets none.
 
-use std::cell::RefCell;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -29,11 +28,6 @@ pub const TRANSFER_CALL: &str = "transfer_call";
 /// Most digits one `send_digits` call sends (what the call's digit queue holds).
 pub const MAX_TOOL_DIGITS: usize = dartmouth_media::rtp_session::DTMF_QUEUE;
 
-thread_local! {
-    /// The tools of the SIP call whose agent this thread is starting.
-    static STARTING: RefCell<Option<CallTools>> = const { RefCell::new(None) };
-}
-
 /// `send_digits` and `transfer_call` for one SIP call.
 #[derive(Clone)]
 pub struct CallTools {
@@ -50,19 +44,21 @@ impl std::fmt::Debug for CallTools {
     }
 }
 
+/// The same tools: the same call of the same bridge.
+impl PartialEq for CallTools {
+    fn eq(&self, other: &Self) -> bool {
+        self.call_id == other.call_id && Weak::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
+impl Eq for CallTools {}
+
 impl CallTools {
     pub(crate) fn new(shared: &Arc<Shared>, call_id: &str) -> Self {
         Self {
             shared: Arc::downgrade(shared),
             call_id: call_id.to_string(),
         }
-    }
-
-    /// The tools of the SIP call whose agent is being started on this thread: `Some` inside
-    /// [`AgentFactory::start`](crate::AgentFactory::start) for an agent the SIP bridge starts,
-    /// `None` for every other session.
-    pub fn current() -> Option<CallTools> {
-        STARTING.with(|s| s.borrow().clone())
     }
 
     /// The SIP Call-ID the tools act on.
@@ -76,19 +72,6 @@ impl CallTools {
             .map(|shared| SipHandle { shared })
             .ok_or_else(|| "the phone bridge has stopped".to_string())
     }
-}
-
-/// Runs `start` (the agent factory) with `tools` as [`CallTools::current`].
-pub(crate) fn starting<T>(tools: CallTools, start: impl FnOnce() -> T) -> T {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            STARTING.with(|s| s.borrow_mut().take());
-        }
-    }
-    STARTING.with(|s| *s.borrow_mut() = Some(tools));
-    let _reset = Reset;
-    start()
 }
 
 /// The string argument `name` of a call, or why it is unusable.
@@ -322,18 +305,6 @@ mod tests {
                 .unwrap_err()
                 .contains("`target`")
         );
-    }
-
-    #[test]
-    fn only_a_sip_start_sees_the_call_tools() {
-        assert!(CallTools::current().is_none());
-        let tools = CallTools {
-            shared: Weak::new(),
-            call_id: "abc".into(),
-        };
-        let seen = starting(tools, || CallTools::current().map(|t| t.call_id));
-        assert_eq!(seen.as_deref(), Some("abc"));
-        assert!(CallTools::current().is_none(), "reset after the start");
     }
 
     #[tokio::test]
