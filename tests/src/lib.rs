@@ -28,7 +28,11 @@ use std::path::Path;
 pub fn speak_48k(text: &str) -> Option<Vec<i16>> {
     let dir = std::env::temp_dir().join(format!("dartmouth-speech-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
-    let wav = dir.join(format!("{:x}.wav", fxhash(text)));
+    // One file per call: tests of one process speaking the same text at once must not read
+    // each other's half-written file (that read failed and looked like a missing espeak-ng).
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let wav = dir.join(format!("{:x}-{call}.wav", fxhash(text)));
     let status = std::process::Command::new("espeak-ng")
         .args(["-v", "en-us", "-s", "150", "-w"])
         .arg(&wav)
@@ -38,7 +42,9 @@ pub fn speak_48k(text: &str) -> Option<Vec<i16>> {
     if !status.success() {
         return None;
     }
-    let (samples, rate) = read_wav_i16(&wav)?;
+    let read = read_wav_i16(&wav);
+    let _ = std::fs::remove_file(&wav);
+    let (samples, rate) = read?;
     let floats: Vec<f32> = samples.iter().map(|s| f32::from(*s) / 32768.0).collect();
     let resampled = dartmouth_voice::resample::resample_all(&floats, rate, 48_000).ok()?;
     Some(
