@@ -23,10 +23,12 @@
 mod client;
 pub mod cron;
 pub mod definition;
-mod engine;
+mod driver;
+mod plan;
 pub mod routes;
 mod steps;
 pub mod store;
+mod supervisor;
 pub mod template;
 mod triggers;
 
@@ -264,7 +266,7 @@ impl Engine {
 /// the state weakly and end when it is dropped.
 pub(crate) fn start(state: &AppState) {
     let cancel = state.workflows.cancel.clone();
-    tokio::spawn(engine::supervise(state.downgrade(), cancel.clone()));
+    tokio::spawn(supervisor::supervise(state.downgrade(), cancel.clone()));
     tokio::spawn(triggers::schedules(state.downgrade(), cancel.clone()));
     tokio::spawn(triggers::events(state.downgrade(), cancel));
 }

@@ -5,8 +5,8 @@
 //! `events` for agent and event steps.
 
 use super::definition::{Action, Trigger, parse_with_limit};
-use super::engine::start_run;
 use super::store::{self, WorkflowRun, WorkflowVersion};
+use super::supervisor::start_run;
 use super::{Cron, TOPIC_RUN_FINISHED, announce};
 use crate::auth::{Permission, Principal, PrincipalKind, Role};
 use crate::documents::check_name;

@@ -4,7 +4,7 @@
 //! event id).
 
 use super::definition::Trigger;
-use super::engine::start_run;
+use super::supervisor::start_run;
 use super::{Cron, store};
 use crate::error::ApiError;
 use crate::events::topic_matches;

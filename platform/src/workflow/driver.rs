@@ -1,14 +1,13 @@
-//! The executor: a supervisor claims runs (leases), and one driver per run decides what to do
-//! next from the stored state ([`decide`], a pure function of the definition, the steps' states
-//! and `now`), records each transition, and runs step attempts concurrently (bounded), each with
-//! its timeout. Compensation runs one step at a time, most recently completed first.
+//! The driver of one run: while this sidecar holds the run's lease it reads the stored state,
+//! asks [`decide`] what to do, records each transition, and runs step attempts concurrently
+//! (bounded), each with its timeout. Compensation runs one step at a time, most recently
+//! completed first.
 
 use super::definition::{Action, Definition};
+use super::plan::{Move, compensation_of, decide};
 use super::steps::{Attempt, StepError, execute};
 use super::store::{self, StepKey, StepState, WorkflowRun};
-use super::{
-    MAX_INTERRUPTIONS, TOPIC_RUN_FINISHED, TOPIC_RUN_STARTED, TOPIC_STEP_FINISHED, announce,
-};
+use super::{MAX_INTERRUPTIONS, TOPIC_RUN_FINISHED, TOPIC_STEP_FINISHED, announce};
 use crate::db::now_ms;
 use crate::error::ApiError;
 use crate::state::{AppState, WeakState};
@@ -18,166 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-/// What a driver does next.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Move {
-    /// Skip step `i` (a branch not taken, or nothing upstream ran).
-    Skip(usize),
-    /// Start an attempt of step `i`.
-    Start(usize),
-    /// A step failed for good: compensate these steps, in this order.
-    Compensate(Vec<usize>),
-    /// Start an attempt of the compensation of step `i`.
-    StartCompensation(usize),
-    /// The run is over.
-    Finish {
-        status: &'static str,
-        error: Option<String>,
-    },
-}
-
-/// The decision and when to look again at the latest (a retry coming due).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Plan {
-    pub moves: Vec<Move>,
-    pub wake_at: Option<i64>,
-}
-
-fn settled(status: &str) -> bool {
-    matches!(status, "succeeded" | "skipped")
-}
-
-/// The compensation row name of step `id`.
-pub(crate) fn compensation_of(id: &str) -> String {
-    format!("compensate:{id}")
-}
-
-/// Decides the next moves of a run from its stored state; `inflight` are the steps (or
-/// compensation rows) with an attempt in progress here.
-pub(crate) fn decide(
-    def: &Definition,
-    run_status: &str,
-    steps: &HashMap<String, StepState>,
-    inflight: &HashSet<String>,
-    now: i64,
-    max_parallel: usize,
-) -> Plan {
-    let mut plan = Plan::default();
-    let status = |i: usize| {
-        steps
-            .get(&def.steps[i].id)
-            .map_or("pending", |s| s.status.as_str())
-    };
-    let wake = |at: i64, plan: &mut Plan| {
-        plan.wake_at = Some(plan.wake_at.map_or(at, |w| w.min(at)));
-    };
-    if run_status == "compensating" {
-        let mut rows: Vec<&StepState> = steps
-            .values()
-            .filter(|s| s.step.starts_with("compensate:"))
-            .collect();
-        rows.sort_by_key(|s| s.seq);
-        let next = rows
-            .iter()
-            .find(|s| !matches!(s.status.as_str(), "succeeded" | "failed"));
-        match next {
-            None => plan.moves.push(Move::Finish {
-                status: "failed",
-                error: None,
-            }),
-            Some(row) if inflight.contains(&row.step) => {}
-            Some(row) if row.next_attempt_at.is_some_and(|t| t > now) => {
-                wake(row.next_attempt_at.unwrap_or(now), &mut plan)
-            }
-            Some(row) => {
-                let id = row.step.trim_start_matches("compensate:");
-                if let Some(i) = def.position(id) {
-                    plan.moves.push(Move::StartCompensation(i));
-                }
-            }
-        }
-        return plan;
-    }
-    let failed = (0..def.steps.len()).find(|&i| status(i) == "failed");
-    if let Some(failed) = failed {
-        if inflight.is_empty() {
-            let mut done: Vec<(i64, usize)> = (0..def.steps.len())
-                .filter(|&i| status(i) == "succeeded" && def.steps[i].compensate.is_some())
-                .map(|i| (steps.get(&def.steps[i].id).map_or(0, |s| s.seq), i))
-                .collect();
-            done.sort_unstable();
-            done.reverse();
-            let error = format!(
-                "step {} failed: {}",
-                def.steps[failed].id,
-                steps
-                    .get(&def.steps[failed].id)
-                    .and_then(|s| s.error.clone())
-                    .unwrap_or_default()
-            );
-            if done.is_empty() {
-                plan.moves.push(Move::Finish {
-                    status: "failed",
-                    error: Some(error),
-                });
-            } else {
-                plan.moves
-                    .push(Move::Compensate(done.into_iter().map(|(_, i)| i).collect()));
-            }
-        }
-        return plan;
-    }
-    let mut running = inflight.len();
-    let mut skipped_now = HashSet::new();
-    for (i, step) in def.steps.iter().enumerate() {
-        if status(i) != "pending" || inflight.contains(&step.id) {
-            continue;
-        }
-        if !def.needs[i]
-            .iter()
-            .all(|&d| settled(status(d)) || skipped_now.contains(&d))
-        {
-            continue;
-        }
-        let off_branch = def.branches[i].iter().any(|&(c, taken)| {
-            skipped_now.contains(&c)
-                || status(c) == "skipped"
-                || steps
-                    .get(&def.steps[c].id)
-                    .and_then(|s| s.output.as_ref())
-                    .and_then(|o| o["result"].as_bool())
-                    != Some(taken)
-        });
-        let nothing_upstream = !def.needs[i].is_empty()
-            && def.needs[i]
-                .iter()
-                .all(|&d| status(d) == "skipped" || skipped_now.contains(&d));
-        if off_branch || nothing_upstream {
-            skipped_now.insert(i);
-            plan.moves.push(Move::Skip(i));
-            continue;
-        }
-        let due = steps.get(&step.id).and_then(|s| s.next_attempt_at);
-        if let Some(at) = due.filter(|&at| at > now) {
-            wake(at, &mut plan);
-            continue;
-        }
-        if running >= max_parallel {
-            continue;
-        }
-        running += 1;
-        plan.moves.push(Move::Start(i));
-    }
-    let all_done = (0..def.steps.len()).all(|i| settled(status(i)) || skipped_now.contains(&i));
-    if all_done && inflight.is_empty() {
-        plan.moves.push(Move::Finish {
-            status: "succeeded",
-            error: None,
-        });
-    }
-    plan
-}
 
 /// What applying a move did.
 enum Applied {
@@ -189,147 +28,8 @@ enum Applied {
     Nothing,
 }
 
-/// Removes a run from the engine's driven set when its driver ends (or is aborted).
-struct Driven {
-    weak: WeakState,
-    id: String,
-}
-
-impl Drop for Driven {
-    fn drop(&mut self) {
-        if let Some(state) = self.weak.upgrade()
-            && let Ok(mut runs) = state.workflows.runs.lock()
-        {
-            runs.remove(&self.id);
-        }
-    }
-}
-
-/// Claims unclaimed runs and drives them until the state is dropped; the drivers are owned
-/// here (aborted when this ends).
-pub(crate) async fn supervise(weak: WeakState, cancel: CancellationToken) {
-    let mut drivers: JoinSet<()> = JoinSet::new();
-    loop {
-        while drivers.try_join_next().is_some() {}
-        let (poll, wake) = {
-            let Some(state) = weak.upgrade() else { return };
-            let config = &state.config.workflows;
-            if let Err(e) = claim_runs(&state, &weak, &mut drivers).await {
-                tracing::warn!(error = %e, "claiming workflow runs failed");
-            }
-            (
-                Duration::from_millis(config.poll_ms.max(10)),
-                state.workflows.wake.clone(),
-            )
-        };
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-        }
-    }
-}
-
-async fn claim_runs(
-    state: &AppState,
-    weak: &WeakState,
-    drivers: &mut JoinSet<()>,
-) -> Result<(), ApiError> {
-    let engine = &state.workflows;
-    let config = &state.config.workflows;
-    let driven = engine.runs.lock().map(|m| m.len()).unwrap_or(usize::MAX);
-    let free = config.max_concurrent_runs.saturating_sub(driven);
-    if free == 0 {
-        return Ok(());
-    }
-    let now = now_ms();
-    for id in store::unclaimed(&state.db, now, free as i64).await? {
-        if engine
-            .runs
-            .lock()
-            .map(|m| m.contains_key(&id))
-            .unwrap_or(true)
-        {
-            continue;
-        }
-        if !store::claim(&state.db, &id, &engine.node, now + config.lease_ms as i64).await? {
-            continue;
-        }
-        let stop = engine.cancel.child_token();
-        if let Ok(mut runs) = engine.runs.lock() {
-            runs.insert(id.clone(), stop.clone());
-        }
-        let guard = Driven {
-            weak: weak.clone(),
-            id: id.clone(),
-        };
-        let driver = Driver::new(state, id, stop);
-        drivers.spawn(async move {
-            let _guard = guard;
-            if let Err(e) = driver.drive().await {
-                tracing::warn!(error = %e, "workflow run driver stopped");
-            }
-        });
-    }
-    Ok(())
-}
-
-/// Starts a run of `workflow` (its latest version unless `version`), owned by the workflow's
-/// owner; with a `dedup_key` already used, answers that run instead (`false`: not new).
-pub(crate) async fn start_run(
-    state: &AppState,
-    workflow: &str,
-    version: Option<i64>,
-    trigger: &str,
-    input: Value,
-    dedup_key: Option<String>,
-) -> Result<(String, bool), ApiError> {
-    let stored = match version {
-        Some(v) => store::get_version(&state.db, workflow, v).await?,
-        None => store::latest(&state.db, workflow).await?,
-    }
-    .ok_or_else(|| ApiError::not_found(format!("no such workflow (version) {workflow}")))?;
-    let size = input.to_string().len();
-    if size > state.config.workflows.max_output_bytes {
-        return Err(ApiError::payload_too_large(format!(
-            "input is {size} bytes; at most {}",
-            state.config.workflows.max_output_bytes
-        )));
-    }
-    let def = state
-        .workflows
-        .definition(&state.db, workflow, stored.version)
-        .await?;
-    let created = store::insert_run(
-        &state.db,
-        store::NewRun {
-            workflow,
-            version: stored.version,
-            owner: &stored.owner,
-            trigger,
-            dedup_key,
-            input: &input,
-            steps: def.steps.iter().map(|s| s.id.as_str()).collect(),
-        },
-    )
-    .await?;
-    match created {
-        Ok(id) => {
-            announce(
-                state,
-                TOPIC_RUN_STARTED,
-                json!({"run": id, "workflow": workflow, "version": stored.version, "trigger": trigger}),
-            )
-            .await;
-            state.workflows.wake();
-            Ok((id, true))
-        }
-        Err(existing) => Ok((existing, false)),
-    }
-}
-
 /// Drives one run while this sidecar holds its lease.
-struct Driver {
+pub(super) struct Driver {
     weak: WeakState,
     db: crate::db::Db,
     node: String,
@@ -345,7 +45,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(state: &AppState, id: String, stop: CancellationToken) -> Driver {
+    pub(super) fn new(state: &AppState, id: String, stop: CancellationToken) -> Driver {
         Driver {
             weak: state.downgrade(),
             db: state.db.clone(),
@@ -391,7 +91,7 @@ impl Driver {
         }
     }
 
-    async fn drive(mut self) -> Result<(), ApiError> {
+    pub(super) async fn drive(mut self) -> Result<(), ApiError> {
         let lease = self.config.lease_ms.max(30) as i64;
         let Some((run, def)) = self.load().await? else {
             return Ok(());
@@ -754,100 +454,4 @@ fn leaf_outputs(def: &Definition, steps: &HashMap<String, StepState>) -> Value {
         }
     }
     Value::Object(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(step: &str, status: &str, seq: i64) -> (String, StepState) {
-        (
-            step.to_string(),
-            StepState {
-                step: step.into(),
-                status: status.into(),
-                attempts: 1,
-                interruptions: 0,
-                idempotency_key: format!("r:{step}"),
-                output: (status == "succeeded").then(|| json!({"result": true})),
-                error: None,
-                next_attempt_at: None,
-                started_at: None,
-                finished_at: None,
-                seq,
-            },
-        )
-    }
-
-    fn def() -> Definition {
-        super::super::definition::parse(&json!({"steps": [
-            {"id": "a", "type": "join", "compensate": {"type": "http", "url": "http://x/undo-a"}},
-            {"id": "b", "type": "join", "depends_on": ["a"], "compensate": {"type": "http", "url": "http://x/undo-b"}},
-            {"id": "c", "type": "join", "depends_on": ["a"]},
-            {"id": "d", "type": "join", "depends_on": ["b", "c"]},
-        ]}))
-        .unwrap()
-    }
-
-    #[test]
-    fn independent_steps_start_together_and_a_join_waits_for_all() {
-        let def = def();
-        let none = HashSet::new();
-        let steps: HashMap<_, _> = [row("a", "succeeded", 1)].into_iter().collect();
-        let plan = decide(&def, "running", &steps, &none, 0, 8);
-        assert_eq!(plan.moves, vec![Move::Start(1), Move::Start(2)]);
-        let steps: HashMap<_, _> = [
-            row("a", "succeeded", 1),
-            row("b", "succeeded", 2),
-            row("c", "running", 0),
-        ]
-        .into_iter()
-        .collect();
-        let inflight: HashSet<String> = ["c".to_string()].into();
-        assert!(
-            decide(&def, "running", &steps, &inflight, 0, 8)
-                .moves
-                .is_empty()
-        );
-        let plan = decide(&def, "running", &steps, &none, 0, 1);
-        assert!(
-            plan.moves.is_empty(),
-            "c is still running elsewhere: {plan:?}"
-        );
-    }
-
-    #[test]
-    fn a_failure_compensates_completed_steps_newest_first() {
-        let def = def();
-        let none = HashSet::new();
-        let mut steps: HashMap<_, _> = [
-            row("a", "succeeded", 1),
-            row("b", "succeeded", 2),
-            row("c", "failed", 0),
-        ]
-        .into_iter()
-        .collect();
-        let plan = decide(&def, "running", &steps, &none, 0, 8);
-        assert_eq!(plan.moves, vec![Move::Compensate(vec![1, 0])]);
-        steps.extend([
-            row("compensate:b", "pending", 3),
-            row("compensate:a", "pending", 4),
-        ]);
-        let plan = decide(&def, "compensating", &steps, &none, 0, 8);
-        assert_eq!(plan.moves, vec![Move::StartCompensation(1)]);
-        steps.extend([row("compensate:b", "succeeded", 3)]);
-        let plan = decide(&def, "compensating", &steps, &none, 0, 8);
-        assert_eq!(plan.moves, vec![Move::StartCompensation(0)]);
-    }
-
-    #[test]
-    fn retries_wait_for_their_back_off() {
-        let def = def();
-        let mut steps: HashMap<_, _> = [row("a", "pending", 0)].into_iter().collect();
-        steps.get_mut("a").unwrap().next_attempt_at = Some(500);
-        let plan = decide(&def, "running", &steps, &HashSet::new(), 100, 8);
-        assert_eq!((plan.moves.len(), plan.wake_at), (0, Some(500)));
-        let plan = decide(&def, "running", &steps, &HashSet::new(), 500, 8);
-        assert_eq!(plan.moves, vec![Move::Start(0)]);
-    }
 }
