@@ -6,8 +6,9 @@ use crate::db::{Db, now_ms};
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, Row};
 use utoipa::ToSchema;
 
 /// Run states that are still being driven.
@@ -380,13 +381,6 @@ pub async fn claim(db: &Db, id: &str, node: &str, until: i64) -> Result<bool, Ap
 const HELD: &str =
     "run_id = $1 AND EXISTS (SELECT 1 FROM workflow_runs r WHERE r.id = $1 AND r.lease_owner = $2)";
 
-/// Step `$3` of run `$1` while node `$2` holds the lease, in one of `from` states.
-fn guarded(set: &str, from: &str) -> sqlx::AssertSqlSafe<String> {
-    sqlx::AssertSqlSafe(format!(
-        "UPDATE workflow_steps SET {set} WHERE {HELD} AND step = $3 AND status IN ({from})"
-    ))
-}
-
 /// The keys of a step update: run, lease holder, step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepKey<'a> {
@@ -398,28 +392,31 @@ pub struct StepKey<'a> {
     pub step: &'a str,
 }
 
-async fn apply(
-    db: &Db,
-    query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
-) -> Result<bool, ApiError> {
-    Ok(query.execute(&db.pool).await?.rows_affected() == 1)
+/// The update of step `key` (`$1` run, `$2` lease holder, `$3` step, bound here) to `set`, applied
+/// only while the node holds the run's lease and the step is in one of the `from` states; `set`
+/// numbers its own parameters from `$4`.
+fn keyed<'q>(set: &str, from: &str, key: StepKey<'q>) -> Query<'q, Any, AnyArguments> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE workflow_steps SET {set} WHERE {HELD} AND step = $3 AND status IN ({from})"
+    )))
+    .bind(key.run)
+    .bind(key.node)
+    .bind(key.step)
+}
+
+/// Runs a keyed update; whether it applied.
+async fn apply(db: &Db, update: Query<'_, Any, AnyArguments>) -> Result<bool, ApiError> {
+    Ok(update.execute(&db.pool).await?.rows_affected() == 1)
 }
 
 /// pending → running: one more attempt starts now.
 pub async fn start_attempt(db: &Db, key: StepKey<'_>, now: i64) -> Result<bool, ApiError> {
-    let sql = guarded(
+    let update = keyed(
         "status = 'running', attempts = attempts + 1, started_at = $4, next_attempt_at = NULL",
         "'pending'",
+        key,
     );
-    apply(
-        db,
-        sqlx::query(sql)
-            .bind(key.run)
-            .bind(key.node)
-            .bind(key.step)
-            .bind(now),
-    )
-    .await
+    apply(db, update.bind(now)).await
 }
 
 /// running → succeeded with `output`, completion number `seq`.
@@ -430,21 +427,12 @@ pub async fn succeed(
     seq: i64,
     now: i64,
 ) -> Result<bool, ApiError> {
-    let sql = guarded(
+    let update = keyed(
         "status = 'succeeded', output = $4, seq = $5, finished_at = $6, error = NULL",
         "'running'",
+        key,
     );
-    apply(
-        db,
-        sqlx::query(sql)
-            .bind(key.run)
-            .bind(key.node)
-            .bind(key.step)
-            .bind(output.to_string())
-            .bind(seq)
-            .bind(now),
-    )
-    .await
+    apply(db, update.bind(output.to_string()).bind(seq).bind(now)).await
 }
 
 /// running → pending, the next attempt due at `at`.
@@ -454,65 +442,38 @@ pub async fn retry_later(
     error: &str,
     at: i64,
 ) -> Result<bool, ApiError> {
-    let sql = guarded(
+    let update = keyed(
         "status = 'pending', error = $4, next_attempt_at = $5",
         "'running'",
+        key,
     );
-    apply(
-        db,
-        sqlx::query(sql)
-            .bind(key.run)
-            .bind(key.node)
-            .bind(key.step)
-            .bind(error)
-            .bind(at),
-    )
-    .await
+    apply(db, update.bind(error).bind(at)).await
 }
 
 /// running or pending → failed.
 pub async fn fail(db: &Db, key: StepKey<'_>, error: &str, now: i64) -> Result<bool, ApiError> {
-    let sql = guarded(
+    let update = keyed(
         "status = 'failed', error = $4, finished_at = $5, next_attempt_at = NULL",
         "'running', 'pending'",
+        key,
     );
-    apply(
-        db,
-        sqlx::query(sql)
-            .bind(key.run)
-            .bind(key.node)
-            .bind(key.step)
-            .bind(error)
-            .bind(now),
-    )
-    .await
+    apply(db, update.bind(error).bind(now)).await
 }
 
 /// pending → skipped (a branch not taken).
 pub async fn skip(db: &Db, key: StepKey<'_>, now: i64) -> Result<bool, ApiError> {
-    let sql = guarded("status = 'skipped', finished_at = $4", "'pending'");
-    apply(
-        db,
-        sqlx::query(sql)
-            .bind(key.run)
-            .bind(key.node)
-            .bind(key.step)
-            .bind(now),
-    )
-    .await
+    let update = keyed("status = 'skipped', finished_at = $4", "'pending'", key);
+    apply(db, update.bind(now)).await
 }
 
 /// running → pending: an attempt a stopped sidecar interrupted, to run again now.
 pub async fn interrupt(db: &Db, key: StepKey<'_>) -> Result<bool, ApiError> {
-    let sql = guarded(
+    let update = keyed(
         "status = 'pending', interruptions = interruptions + 1, next_attempt_at = NULL",
         "'running'",
+        key,
     );
-    apply(
-        db,
-        sqlx::query(sql).bind(key.run).bind(key.node).bind(key.step),
-    )
-    .await
+    apply(db, update).await
 }
 
 /// Adds compensation rows (`compensate:<id>`, in execution order from `first_seq`).
