@@ -604,11 +604,11 @@ impl MediaCore {
             .min()
             .unwrap_or(now + IDLE_WAKE)
             .min(now + IDLE_WAKE);
-        if soonest <= now {
-            return now;
-        }
+        // A timer already due (a peer polled for input between grid points reports the timer it
+        // has not been given yet) waits for the next grid point like every other: waking at once
+        // for it would put a wake off the grid for nearly every packet.
         let origin = *self.grid_origin.get_or_insert(now);
-        on_grid(origin, soonest)
+        on_grid(origin, soonest.max(now + Duration::from_nanos(1)))
     }
 
     fn peer_mut(&mut self, id: PeerId) -> Result<&mut Peer, PeerError> {

@@ -31,6 +31,8 @@ pub const TAP_CAPACITY: usize = 50;
 pub const ROOM_EVENT_CAPACITY: usize = 256;
 /// Largest datagram read.
 const RECEIVE_BUFFER: usize = 2048;
+/// Most datagrams read in one go before the core is polled.
+const RECEIVE_BATCH: usize = 32;
 /// How often statistics are published (to [`MediaHandle::peer_stats`] and the metrics).
 const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -467,6 +469,7 @@ impl MediaDriver {
                 received = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = received {
                         self.core.handle_receive(Instant::now(), from, local, &buf[..n]);
+                        self.receive_waiting(&mut buf, local);
                     }
                 }
                 command = self.commands.recv() => {
@@ -481,6 +484,21 @@ impl MediaDriver {
         tracing::info!("media driver stopped");
     }
 
+    /// Hands the core the datagrams already waiting (at most [`RECEIVE_BATCH`]) without waiting
+    /// for more, so one round of polling serves them all: a subscriber that several publishers'
+    /// packets reach at once is polled once for them, not once each.
+    fn receive_waiting(&mut self, buf: &mut [u8], local: SocketAddr) {
+        for _ in 1..RECEIVE_BATCH {
+            match self.socket.try_recv_from(buf) {
+                Ok((n, from)) => {
+                    self.core
+                        .handle_receive(Instant::now(), from, local, &buf[..n]);
+                }
+                Err(_) => return,
+            }
+        }
+    }
+
     /// Sends and dispatches everything the core has; returns when it next wants waking.
     async fn drain(&mut self, now: Instant) -> Instant {
         loop {
@@ -491,11 +509,13 @@ impl MediaDriver {
                 CoreOutput::Event(event) => self.dispatch(event),
                 CoreOutput::Timeout(at) => {
                     self.peers.store(self.core.peer_count(), Ordering::Relaxed);
+                    // Published on the first wake past the interval (wakes come at least every
+                    // 100 ms): a wake of its own would be one more off the timer grid.
                     if now >= self.next_publish {
                         self.next_publish = now + PUBLISH_INTERVAL;
                         self.publish();
                     }
-                    return at.min(self.next_publish);
+                    return at;
                 }
             }
         }

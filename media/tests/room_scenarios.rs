@@ -207,6 +207,62 @@ fn a_packet_costs_the_peers_of_its_room_not_every_peer_of_the_core() {
 }
 
 #[test]
+fn packets_between_grid_points_add_no_wakes_off_the_grid() {
+    // As the driver runs the core: packets arrive at their own times (every 23 ms, so at every
+    // phase of the grid) and are handled at once; the wake the core asks for after them must
+    // still be a future grid point, even when a peer's timer fell due since the last one.
+    let mut net = Net::new();
+    for port in 50300..50304 {
+        net.join("phases", port, Direction::SendRecv);
+    }
+    net.run(Duration::from_secs(2));
+    assert!(net.clients.iter().all(|c| c.connected));
+    let start = net.now;
+    let mut next_packet = net.now + Duration::from_millis(7);
+    let mut wakes = Vec::new();
+    while net.now < start + Duration::from_secs(2) {
+        let wake = match net.core.poll_output(net.now) {
+            CoreOutput::Timeout(at) => at,
+            other => panic!("the network was drained, yet the core had {other:?}"),
+        };
+        assert!(
+            wake > net.now,
+            "a wake at once, {:?} after start",
+            net.now - start
+        );
+        if next_packet < wake {
+            net.now = next_packet;
+            next_packet += Duration::from_millis(23);
+            let n = net.clients[0].sent;
+            net.clients[0].send_frame(net.now, common::TALK, &[n as u8, 0xAB, 0xCD, 0]);
+        } else {
+            net.now = wake;
+            wakes.push(wake);
+            net.core.handle_timeout(net.now);
+        }
+        for client in &mut net.clients {
+            client.rtc.handle_input(Input::Timeout(net.now)).unwrap();
+        }
+        net.exchange();
+    }
+    let first = wakes[0];
+    for wake in &wakes {
+        let offset = wake.duration_since(first);
+        assert_eq!(
+            offset.as_nanos() % 10_000_000,
+            0,
+            "a wake {offset:?} after the first is off the grid"
+        );
+    }
+    assert!(wakes.len() <= 201, "{} wakes in 2 s", wakes.len());
+    let heard = net.clients[1].heard_from(0).len();
+    assert!(
+        heard >= 80,
+        "packets still flow at once: {heard} of 87 heard"
+    );
+}
+
+#[test]
 fn the_timers_of_idle_peers_are_served_together_on_a_10_ms_grid() {
     let mut net = Net::new();
     for port in 50200..50206 {
