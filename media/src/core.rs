@@ -228,6 +228,7 @@ impl MediaCore {
             policer: Default::default(),
             stats: PeerStats::default(),
             ready: false,
+            timer_served: None,
         });
         self.join_room(&room, id);
         self.mark_ready(self.peers.len() - 1);
@@ -451,6 +452,7 @@ impl MediaCore {
                 continue;
             }
             if now >= peer.wake {
+                peer.timer_served = Some(now);
                 if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
                     self.close(index, CloseReason::Failed(e.to_string()));
                     continue;
@@ -489,6 +491,16 @@ impl MediaCore {
             self.counters.peer_polls += 1;
             match peer.rtc.poll_output() {
                 Ok(Output::Transmit(transmit)) => return CoreOutput::Transmit(transmit),
+                Ok(Output::Timeout(at)) if at <= now && peer.timer_served != Some(now) => {
+                    // Work waiting for the clock, not for the grid: str0m releases the packets
+                    // forwarded into it (its pacer) on a timeout input. Served at once for this
+                    // peer alone, once per `now`, and the peer is polled again.
+                    peer.timer_served = Some(now);
+                    if let Err(e) = peer.rtc.handle_input(Input::Timeout(now)) {
+                        self.ready.pop_front();
+                        self.close(index, CloseReason::Failed(e.to_string()));
+                    }
+                }
                 Ok(Output::Timeout(at)) => {
                     peer.wake = at;
                     peer.ready = false;

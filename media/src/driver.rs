@@ -465,6 +465,14 @@ impl MediaDriver {
         let local = self.core.local_addr();
         loop {
             let wake = self.drain(Instant::now()).await;
+            // Checked here, not only by the sleep below: while datagrams keep arriving the
+            // receive branch is always ready, and a due timer must not wait on the runtime's
+            // timer driver for its turn.
+            let now = Instant::now();
+            if now >= wake {
+                self.core.handle_timeout(now);
+                continue;
+            }
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
                     if let Ok((n, from)) = received {

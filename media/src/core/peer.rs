@@ -89,6 +89,8 @@ pub(crate) struct Peer {
     pub(crate) stats: PeerStats,
     /// Queued in the core's ready list (polled before the core reports a timeout).
     pub(crate) ready: bool,
+    /// When the peer's timers were last given the time (at most once per instant).
+    pub(crate) timer_served: Option<Instant>,
 }
 
 impl Peer {
