@@ -8,9 +8,11 @@
 //! ([`ChatBackend`], [`TranscribeBackend`], [`SpeechBackend`]), which the binary implements over
 //! its voice providers; embeddings use MiniLM directly.
 
+mod answer;
 pub mod audio;
 pub mod cache;
 pub mod chat;
+mod fallback;
 pub mod remote;
 pub mod types;
 
