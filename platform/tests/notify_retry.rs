@@ -1,6 +1,8 @@
 //! The notification retry outbox: a send the provider fails answers 502 at once and is kept as
 //! `pending`; background retries with back-off deliver it (`sent`, with its attempt count), or
-//! give up after `max_attempts` (`failed`) and send nothing more — on both databases.
+//! give up after `max_attempts` (`failed`) and send nothing more — on both databases. Each
+//! failed attempt is published as `notification.retrying` (with the next attempt's time) or, the
+//! last one, `notification.failed`, without the recipient's number or the message.
 
 mod common;
 
@@ -107,6 +109,72 @@ async fn settled(env: &Env, want: &str) -> Value {
     }
 }
 
+/// The notification events, oldest first, once there are `want` (an attempt is recorded just
+/// before its event is published), or whatever there is after 5 s.
+async fn notification_events(env: &Env, want: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let (status, page) = env
+            .call(
+                Method::GET,
+                "/v1/events?topic=notification.*",
+                Some(&env.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let events = page["events"].as_array().unwrap().clone();
+        if events.len() >= want || started.elapsed() > Duration::from_secs(5) {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks the events of a notification's failed attempts: one per attempt, in order, each
+/// `notification.retrying` but the last when `gave_up`.
+fn check_attempt_events(
+    events: &[Value],
+    notification: &Value,
+    failed_attempts: i64,
+    gave_up: bool,
+) {
+    assert_eq!(events.len() as i64, failed_attempts, "{events:?}");
+    for (i, event) in events.iter().enumerate() {
+        let attempt = i as i64 + 1;
+        let last = attempt == failed_attempts;
+        let data = &event["data"];
+        let want = if gave_up && last {
+            "notification.failed"
+        } else {
+            "notification.retrying"
+        };
+        assert_eq!(event["topic"], want, "{event}");
+        assert_eq!(data["attempt"], attempt, "{event}");
+        assert_eq!(data["max_attempts"], 3, "{event}");
+        assert_eq!(data["notification_id"], notification["id"], "{event}");
+        assert_eq!(data["user_id"], "u1");
+        assert_eq!(data["channel"], "sms");
+        assert!(data["error"].as_str().unwrap().contains("503"), "{event}");
+        if want == "notification.retrying" {
+            let next = data["next_attempt_at"]
+                .as_i64()
+                .expect("the next attempt's time");
+            assert!(
+                next > event["at"].as_i64().unwrap(),
+                "in the future: {event}"
+            );
+        } else {
+            assert_eq!(data["next_attempt_at"], Value::Null, "{event}");
+        }
+        let text = event.to_string();
+        assert!(
+            !text.contains("+1555") && !text.contains("your code"),
+            "no number, no message: {text}"
+        );
+    }
+}
+
 async fn a_failed_send_is_retried_until_it_is_sent(backend: Backend) {
     let (flaky, base) = provider(2).await;
     let Some(env) = env_for(backend, base).await else {
@@ -126,6 +194,8 @@ async fn a_failed_send_is_retried_until_it_is_sent(backend: Backend) {
     assert_eq!(sent["attempts"], 3, "{sent}");
     assert_eq!(sent["next_attempt_at"], Value::Null);
     assert!(sent["detail"].as_str().unwrap().contains("SM42"), "{sent}");
+    // Two failed attempts, each announced with the time of the next; no `failed`.
+    check_attempt_events(&notification_events(&env, 2).await, &sent, 2, false);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
         flaky.seen.load(Ordering::SeqCst),
@@ -160,6 +230,8 @@ async fn retries_stop_after_max_attempts(backend: Backend) {
         failed["detail"].as_str().unwrap().contains("503"),
         "{failed}"
     );
+    // Retrying after attempts 1 and 2, then failed after the third and last.
+    check_attempt_events(&notification_events(&env, 3).await, &failed, 3, true);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
         flaky.seen.load(Ordering::SeqCst),

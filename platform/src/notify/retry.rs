@@ -5,15 +5,27 @@
 //! jitter) until it is `sent` or has failed `notify.max_attempts` times (`failed`). The message
 //! is kept only while it is pending. Claims take a lease, so two sidecars on one database do not
 //! both retry a message.
+//!
+//! Each failed attempt is published: `notification.retrying` when another is scheduled,
+//! `notification.failed` when none is left. The events carry the notification's id, user,
+//! channel, attempt count, next attempt time and the provider's error, never the address or the
+//! message.
 
 use super::Channel;
 use super::channels::{self, Outbound};
 use crate::db::now_ms;
 use crate::error::ApiError;
+use crate::events::{Event, publish};
 use crate::state::AppState;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::Row;
 use std::time::Duration;
+
+/// Topic of a failed delivery attempt after which another is scheduled.
+pub const TOPIC_RETRYING: &str = "notification.retrying";
+/// Topic of a notification given up: its last allowed attempt failed.
+pub const TOPIC_FAILED: &str = "notification.failed";
 
 /// How often [`pass`] looks for due retries.
 pub(crate) const RETRY_POLL: Duration = Duration::from_millis(250);
@@ -93,6 +105,48 @@ pub(crate) fn after_attempt(
     }
 }
 
+/// How an attempt on a notification ended, as its event tells it.
+pub(crate) struct Attempted<'a> {
+    /// The notification.
+    pub id: &'a str,
+    /// Its recipient's user id.
+    pub user_id: &'a str,
+    /// `email`, `sms` or `push`.
+    pub channel: &'a str,
+    /// Attempts made so far, this one included.
+    pub attempts: i64,
+    /// The status after it: `sent`, `pending` or `failed`.
+    pub status: &'a str,
+    /// Unix milliseconds of the next attempt, while `pending`.
+    pub next_attempt_at: Option<i64>,
+    /// What the provider answered or why the attempt failed.
+    pub detail: &'a str,
+}
+
+/// Publishes `notification.retrying` or `notification.failed` for a failed attempt (nothing for
+/// a sent one). The attempt is already recorded, so a bus failure is logged, not returned.
+pub(crate) async fn announce(state: &AppState, attempted: &Attempted<'_>) {
+    let topic = match attempted.status {
+        "pending" => TOPIC_RETRYING,
+        "failed" => TOPIC_FAILED,
+        _ => return,
+    };
+    let mut data = json!({
+        "notification_id": attempted.id,
+        "user_id": attempted.user_id,
+        "channel": attempted.channel,
+        "attempt": attempted.attempts,
+        "max_attempts": state.notify.config.max_attempts.max(1),
+        "error": attempted.detail,
+    });
+    if let Some(next) = attempted.next_attempt_at {
+        data["next_attempt_at"] = json!(next);
+    }
+    if let Err(e) = publish(state, Event::new(topic, "platform", data)).await {
+        tracing::warn!(status = ?e.status(), topic, "could not publish a notification event");
+    }
+}
+
 /// Retries the pending notifications that are due (run every [`RETRY_POLL`] by the state).
 pub(crate) async fn pass(state: &AppState) -> Result<(), ApiError> {
     let now = now_ms();
@@ -122,16 +176,18 @@ pub(crate) async fn pass(state: &AppState) -> Result<(), ApiError> {
         let channel = Channel::parse(&channel_name);
         let pending = payload.and_then(|p| serde_json::from_str::<Pending>(&p).ok());
         let (Some(channel), Some(pending)) = (channel, pending) else {
-            finish(
-                state,
-                &id,
+            let detail = "the kept message is unreadable";
+            finish(state, &id, attempts, "failed", detail, None, None).await?;
+            let attempted = Attempted {
+                id: &id,
+                user_id: &user_id,
+                channel: &channel_name,
                 attempts,
-                "failed",
-                "the kept message is unreadable",
-                None,
-                None,
-            )
-            .await?;
+                status: "failed",
+                next_attempt_at: None,
+                detail,
+            };
+            announce(state, &attempted).await;
             continue;
         };
         let outbound = Outbound {
@@ -151,6 +207,16 @@ pub(crate) async fn pass(state: &AppState) -> Result<(), ApiError> {
         state
             .audit("platform", "notify.retry", &id, status, &channel_name)
             .await;
+        let attempted = Attempted {
+            id: &id,
+            user_id: &user_id,
+            channel: &channel_name,
+            attempts,
+            status,
+            next_attempt_at: next,
+            detail: &detail,
+        };
+        announce(state, &attempted).await;
     }
     Ok(())
 }

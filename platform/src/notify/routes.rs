@@ -2,7 +2,7 @@
 
 use super::channels::Outbound;
 use super::preferences::load_preferences;
-use super::retry::{Pending, after_attempt, deliver};
+use super::retry::{Attempted, Pending, after_attempt, announce, deliver};
 use super::{Channel, check_message, placeholders, render};
 use crate::auth::{Permission, Principal};
 use crate::db::now_ms;
@@ -412,6 +412,16 @@ async fn send_notification(
             &notification.channel,
         )
         .await;
+    let attempted = Attempted {
+        id: &notification.id,
+        user_id: &notification.user_id,
+        channel: &notification.channel,
+        attempts: notification.attempts,
+        status: &notification.status,
+        next_attempt_at: notification.next_attempt_at,
+        detail: &notification.detail,
+    };
+    announce(&state, &attempted).await;
     if !sent {
         let retry = if notification.next_attempt_at.is_some() {
             "; it will be retried"
