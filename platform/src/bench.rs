@@ -1,7 +1,8 @@
 //! `dartmouth bench platform`: requests/s and latency percentiles of token verification, an
-//! authenticated document insert and a filtered query, against an in-process sidecar on a loopback
-//! port, with SQLite and (when a URL is given) PostgreSQL. The load generator is bounded in both
-//! request count and time.
+//! authenticated document insert and a filtered query, and workflow steps/s with each step's
+//! latency (see `workflow::bench`), against an in-process sidecar on a loopback port, with SQLite
+//! and (when a URL is given) PostgreSQL. The load generator is bounded in both request count and
+//! time.
 
 use crate::client::PlatformClient;
 use crate::config::{BootstrapAdmin, PlatformConfig, RateLimitConfig};
@@ -92,7 +93,8 @@ impl fmt::Display for BenchReport {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The `p` quantile (0-1) of sorted durations.
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -174,6 +176,11 @@ async fn bench_backend(
             enabled: false,
             ..RateLimitConfig::default()
         },
+        // The workflow steps call a receiver on loopback.
+        workflows: crate::workflow::WorkflowConfig {
+            allow_private_targets: true,
+            ..crate::workflow::WorkflowConfig::default()
+        },
         ..PlatformConfig::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -230,7 +237,7 @@ async fn measure(
         .await?;
     let agent = Arc::new(client.with_credential(&key.key));
     let mut rows = Vec::new();
-    let user = Arc::new(admin);
+    let user = Arc::new(admin.clone());
     rows.push(
         load(backend, "token verification", options, move |_| {
             let user = user.clone();
@@ -265,6 +272,7 @@ async fn measure(
         })
         .await,
     );
+    rows.push(crate::workflow::bench::measure(backend, &admin, options).await?);
     Ok(rows)
 }
 
@@ -285,6 +293,11 @@ pub async fn run(options: BenchOptions) -> Result<BenchReport, PlatformError> {
     report.notes.push(format!(
         "{} requests max per scenario, {} concurrent, {:?} limit; loopback HTTP/1.1 via the typed client",
         options.requests, options.concurrency, options.max_duration
+    ));
+    report.notes.push(format!(
+        "workflow steps: req/s is steps/s over {} runs of {} steps (HTTP to a loopback receiver, a condition, a parallel branch, a join); p50/p99 per step, from its dependencies done to its own end (ms resolution)",
+        crate::workflow::bench::runs_for(options.requests),
+        crate::workflow::bench::STEPS_PER_RUN
     ));
     Ok(report)
 }

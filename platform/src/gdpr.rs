@@ -55,6 +55,9 @@ pub struct UserExport {
     /// Every notification attempt recorded for the user, newest first.
     #[serde(default)]
     pub notifications: Vec<crate::notify::routes::Notification>,
+    /// The workflows the user owns, with every version and run.
+    #[serde(default)]
+    pub workflows: Vec<crate::workflow::lifecycle::WorkflowExport>,
 }
 
 /// What a deletion removed.
@@ -74,6 +77,9 @@ pub struct DeletionReport {
     /// Memory namespaces removed (those the user created, with their keys and facts).
     #[serde(default)]
     pub memory_namespaces: u64,
+    /// Workflows deleted (those the user owned; runs cancelled and compensated first).
+    #[serde(default)]
+    pub workflows: u64,
 }
 
 pub(crate) fn router() -> OpenApiRouter<AppState> {
@@ -146,6 +152,8 @@ async fn export_user(
         notification_preferences: crate::notify::preferences::load_preferences(&state, &user_id)
             .await?,
         notifications: crate::notify::routes::history(&state, &user_id, i64::MAX).await?,
+        workflows: crate::workflow::lifecycle::export_owner(&state, &format!("user:{user_id}"))
+            .await?,
     };
     state
         .audit(
@@ -174,6 +182,13 @@ async fn delete_user(
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
     store::revoke_user_sessions(&state, &user_id).await?;
+    // Workflows cancel their runs (which compensate) before their rows go.
+    let workflows = crate::workflow::lifecycle::erase_owner(
+        &state,
+        &format!("user:{user_id}"),
+        &principal.actor(),
+    )
+    .await?;
     let file_rows = sqlx::query("SELECT agent_id, file_key FROM files WHERE owner_user_id = $1")
         .bind(&user_id)
         .fetch_all(&state.db.pool)
@@ -229,6 +244,7 @@ async fn delete_user(
         api_keys,
         transcripts,
         memory_namespaces,
+        workflows,
     };
     state
         .audit(
@@ -236,7 +252,7 @@ async fn delete_user(
             "gdpr.delete",
             &format!("user:{user_id}"),
             "ok",
-            &format!("documents {documents}, files {files}, keys {api_keys}, transcript lines {transcripts}"),
+            &format!("documents {documents}, files {files}, keys {api_keys}, transcript lines {transcripts}, workflows {workflows}"),
         )
         .await;
     Ok((StatusCode::OK, Json(report)))

@@ -116,6 +116,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/workflows"),
     ("get", "/v1/workflows"),
     ("get", "/v1/workflows/{name}"),
+    ("delete", "/v1/workflows/{name}"),
     ("get", "/v1/workflows/{name}/versions"),
     ("get", "/v1/workflows/{name}/versions/{version}"),
     ("post", "/v1/workflows/{name}/runs"),

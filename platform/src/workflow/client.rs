@@ -1,5 +1,6 @@
 //! The workflow methods of the typed sidecar client.
 
+use super::lifecycle::WorkflowDeletion;
 use super::routes::{ListRuns, NewWorkflow, RunList, StartRun, VersionList, WorkflowList};
 use super::store::{WorkflowRun, WorkflowVersion};
 use crate::client::{PlatformClient, segment};
@@ -32,6 +33,13 @@ impl PlatformClient {
             None => format!("/v1/workflows/{}", segment(name)),
         };
         self.send(self.request(Method::GET, &path)).await
+    }
+
+    /// Deletes workflow `name`: its unfinished runs are cancelled (and compensate), then its
+    /// versions, runs and steps go.
+    pub async fn workflow_delete(&self, name: &str) -> Result<WorkflowDeletion, PlatformError> {
+        self.send(self.request(Method::DELETE, &format!("/v1/workflows/{}", segment(name))))
+            .await
     }
 
     /// Every version of workflow `name`.
@@ -98,7 +106,8 @@ impl PlatformClient {
         self.send(self.request(Method::GET, &path)).await
     }
 
-    /// Cancels run `run_id` of workflow `name`.
+    /// Cancels run `run_id` of workflow `name` (it is `cancelling` while the compensations of
+    /// its completed steps run).
     pub async fn workflow_cancel(
         &self,
         name: &str,

@@ -4,10 +4,11 @@
 //! completed first.
 
 use super::definition::{Action, Definition};
+use super::lifecycle::{DELETED_PREFIX, original_name, purge_if_idle};
 use super::plan::{Move, compensation_of, decide};
 use super::steps::{Attempt, StepError, execute};
 use super::store::{self, StepKey, StepState, WorkflowRun};
-use super::{MAX_INTERRUPTIONS, TOPIC_RUN_FINISHED, TOPIC_STEP_FINISHED, announce};
+use super::{MAX_INTERRUPTIONS, TOPIC_RUN_FINISHED, TOPIC_STEP_FINISHED, announce, definition_of};
 use crate::db::now_ms;
 use crate::error::ApiError;
 use crate::state::{AppState, WeakState};
@@ -15,7 +16,7 @@ use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// What applying a move did.
@@ -37,11 +38,13 @@ pub(super) struct Driver {
     http: reqwest::Client,
     events: crate::events::EventBus,
     id: String,
+    /// The workflow's name (as it was before a deletion renamed it).
     workflow: String,
     owner: String,
     stop: CancellationToken,
     inflight: JoinSet<(String, Result<Value, StepError>)>,
-    names: HashSet<String>,
+    /// The steps (or compensation rows) with an attempt in flight here.
+    names: HashMap<String, AbortHandle>,
 }
 
 impl Driver {
@@ -58,7 +61,7 @@ impl Driver {
             owner: String::new(),
             stop,
             inflight: JoinSet::new(),
-            names: HashSet::new(),
+            names: HashMap::new(),
         }
     }
 
@@ -70,21 +73,6 @@ impl Driver {
         }
     }
 
-    async fn load(&self) -> Result<Option<(WorkflowRun, Arc<Definition>)>, ApiError> {
-        let Some(run) = store::load_run(&self.db, &self.id).await? else {
-            return Ok(None);
-        };
-        let state = self
-            .weak
-            .upgrade()
-            .ok_or_else(|| ApiError::unavailable("the sidecar is stopping"))?;
-        let def = state
-            .workflows
-            .definition(&self.db, &run.workflow, run.version)
-            .await?;
-        Ok(Some((run, def)))
-    }
-
     async fn announce(&self, topic: &str, data: Value) {
         if let Some(state) = self.weak.upgrade() {
             announce(&state, topic, data).await;
@@ -93,10 +81,12 @@ impl Driver {
 
     pub(super) async fn drive(mut self) -> Result<(), ApiError> {
         let lease = self.config.lease_ms.max(30) as i64;
-        let Some((run, def)) = self.load().await? else {
+        let Some(run) = store::load_run(&self.db, &self.id).await? else {
             return Ok(());
         };
-        self.workflow = run.workflow.clone();
+        // A run keeps the version it started with: its definition is read once.
+        let def = Arc::new(definition_of(&self.db, &run.workflow, run.version).await?);
+        self.workflow = original_name(&run.workflow).to_string();
         self.owner = run_owner(&self.db, &self.id).await?;
         self.resume(&run, &def).await?;
         let mut seq = run.steps.iter().map(|s| s.seq).max().unwrap_or(0);
@@ -113,22 +103,26 @@ impl Driver {
                 }
                 renew_at = now + lease / 3;
             }
-            let Some((run, def)) = self.load().await? else {
+            let Some(run) = store::load_run(&self.db, &self.id).await? else {
                 return Ok(());
             };
             if !store::ACTIVE.contains(&run.status.as_str()) {
                 return Ok(());
+            }
+            if run.status == "cancelling" {
+                self.abandon_forward_steps();
             }
             let steps: HashMap<String, StepState> = run
                 .steps
                 .iter()
                 .map(|s| (s.step.clone(), s.clone()))
                 .collect();
+            let inflight: HashSet<String> = self.names.keys().cloned().collect();
             let plan = decide(
                 &def,
                 &run.status,
                 &steps,
-                &self.names,
+                &inflight,
                 now,
                 self.config.max_parallel_steps.max(1),
             );
@@ -154,6 +148,8 @@ impl Driver {
                             seq += 1;
                             self.record(&name, result, &def, &steps, seq).await?;
                         }
+                        // An attempt abandoned because the run was cancelled.
+                        Err(e) if e.is_cancelled() => {}
                         // A panicked attempt: start over, the next driver resumes the run.
                         Err(e) => return Err(ApiError::internal(format!("a workflow step panicked: {e}"))),
                     }
@@ -161,6 +157,18 @@ impl Driver {
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
+    }
+
+    /// Stops the attempts of forward steps in flight here (the run was cancelled; their rows are
+    /// `cancelled` already). Compensations in flight go on.
+    fn abandon_forward_steps(&mut self) {
+        self.names.retain(|name, attempt| {
+            let forward = !name.starts_with("compensate:");
+            if forward {
+                attempt.abort();
+            }
+            !forward
+        });
     }
 
     /// Attempts a stopped sidecar interrupted: run them again, or fail them (`on_resume: fail`,
@@ -182,7 +190,7 @@ impl Driver {
                 store::fail(&self.db, self.key(&step.step), why, now_ms()).await?;
                 self.announce(
                     TOPIC_STEP_FINISHED,
-                    json!({"run": self.id, "workflow": run.workflow, "step": step.step, "status": "failed", "attempts": step.attempts}),
+                    json!({"run": self.id, "workflow": self.workflow, "step": step.step, "status": "failed", "attempts": step.attempts}),
                 )
                 .await;
             } else {
@@ -207,7 +215,7 @@ impl Driver {
                 if skipped {
                     self.announce(
                         TOPIC_STEP_FINISHED,
-                        json!({"run": self.id, "workflow": run.workflow, "step": id, "status": "skipped", "attempts": 0}),
+                        json!({"run": self.id, "workflow": self.workflow, "step": id, "status": "skipped", "attempts": 0}),
                     )
                     .await;
                 }
@@ -250,8 +258,15 @@ impl Driver {
                 let first = steps.values().map(|s| s.seq).max().unwrap_or(0) + 1;
                 store::insert_compensations(&self.db, &self.id, &ids, first).await?;
                 tracing::info!(run = %self.id, steps = ?ids, "workflow run compensates");
-                store::set_run_status(&self.db, &self.id, "compensating", None, error.as_deref())
-                    .await?
+                store::set_run_status(
+                    &self.db,
+                    &self.id,
+                    "running",
+                    "compensating",
+                    None,
+                    error.as_deref(),
+                )
+                .await?
             }
             Move::Finish { status, error } => {
                 let output = (status == "succeeded").then(|| leaf_outputs(def, steps));
@@ -268,20 +283,25 @@ impl Driver {
                         failed_compensations.join(", ")
                     ));
                 }
-                if store::set_run_status(
+                let moved = store::set_run_status(
                     &self.db,
                     &self.id,
+                    &run.status,
                     status,
                     output.as_ref(),
                     error.as_deref(),
                 )
-                .await?
-                {
+                .await?;
+                if moved {
                     self.announce(
                         TOPIC_RUN_FINISHED,
-                        json!({"run": self.id, "workflow": run.workflow, "version": run.version, "status": status, "error": error}),
+                        json!({"run": self.id, "workflow": self.workflow, "version": run.version, "status": status, "error": error}),
                     )
                     .await;
+                    // The last run of a deleted workflow takes the workflow's rows with it.
+                    if run.workflow.starts_with(DELETED_PREFIX) {
+                        purge_if_idle(&self.db, &run.workflow).await?;
+                    }
                 }
                 return Ok(Applied::Over);
             }
@@ -328,7 +348,7 @@ impl Driver {
         let context = json!({
             "input": run.input,
             "run": {"id": run.id},
-            "workflow": {"name": run.workflow, "version": run.version},
+            "workflow": {"name": self.workflow, "version": run.version},
             "steps": outputs,
         });
         let attempt = Attempt {
@@ -338,7 +358,7 @@ impl Driver {
             events: self.events.clone(),
             config: self.config.clone(),
             run: self.id.clone(),
-            workflow: run.workflow.clone(),
+            workflow: self.workflow.clone(),
             owner: self.owner.clone(),
             key: format!("{}:{name}", self.id),
             since: run.created_at,
@@ -346,8 +366,8 @@ impl Driver {
         let timeout =
             Duration::from_millis(timeout_ms.unwrap_or(self.config.default_timeout_ms).max(1));
         let name = name.to_string();
-        self.names.insert(name.clone());
-        self.inflight.spawn(async move {
+        let attempt_name = name.clone();
+        let handle = self.inflight.spawn(async move {
             let result =
                 match tokio::time::timeout(timeout, execute(&attempt, &action, &context, inputs))
                     .await
@@ -360,6 +380,7 @@ impl Driver {
                 };
             (name, result)
         });
+        self.names.insert(attempt_name, handle);
         Ok(true)
     }
 

@@ -19,11 +19,18 @@
 //! compensates. Interrupted attempts do not count against `max_attempts` (at most
 //! [`MAX_INTERRUPTIONS`] of them). One sidecar at a time drives a run: it holds a lease on it,
 //! renewed while it works.
+//!
+//! **Ending on request.** Cancelling a run stops its step in flight and runs the compensations
+//! of its completed steps, newest first and once each (resumed like any step after a restart),
+//! before it ends `cancelled`. Deleting a workflow cancels its unfinished runs that way, then
+//! removes its versions, runs and steps (see [`lifecycle`]).
 
+pub mod bench;
 mod client;
 pub mod cron;
 pub mod definition;
 mod driver;
+pub mod lifecycle;
 mod plan;
 pub mod routes;
 mod steps;
@@ -166,7 +173,6 @@ pub struct Engine {
     triggers_dirty: AtomicBool,
     schedules_checked_at: AtomicI64,
     runs: Mutex<HashMap<String, CancellationToken>>,
-    definitions: Mutex<HashMap<(String, i64), Arc<Definition>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -177,9 +183,6 @@ impl std::fmt::Debug for Engine {
             .finish_non_exhaustive()
     }
 }
-
-/// Definitions kept parsed in memory (they never change once stored).
-const DEFINITION_CACHE: usize = 1024;
 
 impl Engine {
     /// An engine for `config`, evaluating schedules against `clock`.
@@ -200,7 +203,6 @@ impl Engine {
             triggers_dirty: AtomicBool::new(true),
             schedules_checked_at: AtomicI64::new(i64::MIN),
             runs: Mutex::new(HashMap::new()),
-            definitions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -226,40 +228,20 @@ impl Engine {
             token.cancel();
         }
     }
+}
 
-    /// The definition of `name` version `version`, parsed once.
-    pub(crate) async fn definition(
-        &self,
-        db: &crate::db::Db,
-        name: &str,
-        version: i64,
-    ) -> Result<Arc<Definition>, ApiError> {
-        let key = (name.to_string(), version);
-        if let Some(found) = self
-            .definitions
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).cloned())
-        {
-            return Ok(found);
-        }
-        let stored = store::get_version(db, name, version)
-            .await?
-            .ok_or_else(|| {
-                ApiError::not_found(format!("no version {version} of workflow {name}"))
-            })?;
-        let parsed = Arc::new(
-            definition::parse(&stored.definition)
-                .map_err(|e| ApiError::internal(format!("stored workflow {name}: {e}")))?,
-        );
-        if let Ok(mut cache) = self.definitions.lock() {
-            if cache.len() >= DEFINITION_CACHE {
-                cache.clear();
-            }
-            cache.insert(key, parsed.clone());
-        }
-        Ok(parsed)
-    }
+/// Version `version` of workflow `name`, parsed (a deleted workflow's too, while its runs
+/// compensate).
+pub(crate) async fn definition_of(
+    db: &crate::db::Db,
+    name: &str,
+    version: i64,
+) -> Result<Definition, ApiError> {
+    let stored = store::get_version(db, name, version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no version {version} of workflow {name}")))?;
+    definition::parse(&stored.definition)
+        .map_err(|e| ApiError::internal(format!("stored workflow {name}: {e}")))
 }
 
 /// Starts the engine's tasks (the run driver, the schedule and the event triggers); they hold

@@ -59,7 +59,13 @@ pub(crate) fn decide(
     let wake = |at: i64, plan: &mut Plan| {
         plan.wake_at = Some(plan.wake_at.map_or(at, |w| w.min(at)));
     };
-    if run_status == "compensating" {
+    // Undoing completed steps, one at a time in row order: after a failure the run then fails,
+    // after a cancel it is cancelled.
+    if let Some(ends) = match run_status {
+        "compensating" => Some("failed"),
+        "cancelling" => Some("cancelled"),
+        _ => None,
+    } {
         let mut rows: Vec<&StepState> = steps
             .values()
             .filter(|s| s.step.starts_with("compensate:"))
@@ -67,10 +73,10 @@ pub(crate) fn decide(
         rows.sort_by_key(|s| s.seq);
         let next = rows
             .iter()
-            .find(|s| !matches!(s.status.as_str(), "succeeded" | "failed"));
+            .find(|s| !matches!(s.status.as_str(), "succeeded" | "failed" | "cancelled"));
         match next {
             None => plan.moves.push(Move::Finish {
-                status: "failed",
+                status: ends,
                 error: None,
             }),
             Some(row) if inflight.contains(&row.step) => {}
@@ -249,6 +255,44 @@ mod tests {
         steps.extend([row("compensate:b", "succeeded", 3)]);
         let plan = decide(&def, "compensating", &steps, &none, 0, 8);
         assert_eq!(plan.moves, vec![Move::StartCompensation(0)]);
+    }
+
+    #[test]
+    fn a_cancelled_run_undoes_its_rows_in_order_then_ends_cancelled() {
+        let def = def();
+        let none = HashSet::new();
+        let mut steps: HashMap<_, _> = [
+            row("a", "succeeded", 1),
+            row("b", "succeeded", 2),
+            row("c", "cancelled", 0),
+            row("compensate:b", "pending", 3),
+            row("compensate:a", "pending", 4),
+        ]
+        .into_iter()
+        .collect();
+        let plan = decide(&def, "cancelling", &steps, &none, 0, 8);
+        assert_eq!(plan.moves, vec![Move::StartCompensation(1)]);
+        let busy: HashSet<String> = ["compensate:b".to_string()].into();
+        assert!(
+            decide(&def, "cancelling", &steps, &busy, 0, 8)
+                .moves
+                .is_empty()
+        );
+        steps.extend([
+            row("compensate:b", "succeeded", 3),
+            row("compensate:a", "failed", 4),
+        ]);
+        let plan = decide(&def, "cancelling", &steps, &none, 0, 8);
+        assert_eq!(
+            plan.moves,
+            vec![Move::Finish {
+                status: "cancelled",
+                error: None
+            }]
+        );
+        steps.retain(|id, _| !id.starts_with("compensate:"));
+        let plan = decide(&def, "cancelling", &steps, &none, 0, 8);
+        assert_eq!(plan.moves.len(), 1, "nothing to undo: it ends at once");
     }
 
     #[test]

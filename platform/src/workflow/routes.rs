@@ -1,13 +1,14 @@
-//! `/v1/workflows`: define (a new version on each POST), list, read versions; start, list, read
-//! and cancel runs. Workflows belong to whoever defined version 1 (an agent's keys share its
+//! `/v1/workflows`: define (a new version on each POST), list, read versions, delete; start,
+//! list, read and cancel runs. Workflows belong to whoever defined version 1 (an agent's keys share its
 //! workflows); the owner and admins use them, others get 403. Needs the `registry` permission
 //! (admin, developer, agent) and, for keys, the `registry` scope, plus `ai` for LLM steps and
 //! `events` for agent and event steps.
 
+use super::Cron;
 use super::definition::{Action, Trigger, parse_with_limit};
+use super::lifecycle::{self, Cancel, WorkflowDeletion, not_cancellable};
 use super::store::{self, WorkflowRun, WorkflowVersion};
 use super::supervisor::start_run;
-use super::{Cron, TOPIC_RUN_FINISHED, announce};
 use crate::auth::{Permission, Principal, PrincipalKind, Role};
 use crate::documents::check_name;
 use crate::error::{ApiError, ErrorBody};
@@ -29,7 +30,7 @@ const MAX_RUNS_PAGE: i64 = 500;
 pub(crate) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_workflow, list_workflows))
-        .routes(routes!(get_workflow))
+        .routes(routes!(get_workflow, delete_workflow))
         .routes(routes!(list_versions))
         .routes(routes!(get_version))
         .routes(routes!(start, list_runs))
@@ -389,11 +390,14 @@ async fn get_run(
     Ok(Json(load_run(&state, &name, &run_id).await?))
 }
 
-/// Cancel a run: steps in progress are abandoned, pending ones cancelled, nothing compensates.
+/// Cancel a run: its step in flight is stopped and its pending steps cancelled, then the
+/// compensations of its completed steps run, newest first, and it ends `cancelled` (a
+/// `workflow.run.finished` event says so). The answer shows it `cancelling` while they run.
 #[utoipa::path(post, path = "/v1/workflows/{name}/runs/{run_id}/cancel", tag = "workflows", security(("bearer" = [])),
     params(("name" = String, Path, description = "Workflow name"), ("run_id" = String, Path, description = "Run id")),
-    responses((status = 200, body = WorkflowRun), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody, description = "the run is already over")))]
+    responses((status = 200, body = WorkflowRun, description = "`cancelled`, or `cancelling` while compensations run"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the run is over, or already compensating")))]
 async fn cancel_run(
     State(state): State<AppState>,
     principal: Principal,
@@ -402,27 +406,46 @@ async fn cancel_run(
     owned(&state, &principal, &name).await?;
     let run = load_run(&state, &name, &run_id).await?;
     let why = format!("cancelled by {}", principal.actor());
-    if !store::set_run_status(&state.db, &run.id, "cancelled", None, Some(&why)).await? {
-        return Err(ApiError::conflict(format!(
-            "run {run_id} is already {}",
-            run.status
-        )));
-    }
-    state.workflows.interrupt(&run.id);
-    announce(
-        &state,
-        TOPIC_RUN_FINISHED,
-        json!({"run": run.id, "workflow": name, "version": run.version, "status": "cancelled", "error": why}),
-    )
-    .await;
+    let outcome = match run.status.as_str() {
+        "running" => lifecycle::cancel(&state, &run, &why).await?,
+        other => Cancel::NotRunning(other.to_string()),
+    };
+    let detail = match outcome {
+        Cancel::NotRunning(status) => return Err(not_cancellable(&run_id, &status)),
+        Cancel::Compensating(steps) => format!("{steps} completed steps to undo"),
+        Cancel::Done => "nothing to undo".to_string(),
+    };
     state
         .audit(
             &principal.actor(),
             "workflow.run.cancel",
             &format!("workflow:{name}/{run_id}"),
             "ok",
-            "",
+            &detail,
         )
         .await;
     Ok(Json(load_run(&state, &name, &run_id).await?))
+}
+
+/// Delete a workflow (its owner or an admin): unfinished runs are cancelled as by
+/// `POST …/cancel`, then every version, run and step is removed. The name is free at once; a run
+/// still compensating keeps its rows until it ends (202).
+#[utoipa::path(delete, path = "/v1/workflows/{name}", tag = "workflows", security(("bearer" = [])),
+    params(("name" = String, Path, description = "Workflow name")),
+    responses((status = 200, body = WorkflowDeletion, description = "deleted"),
+        (status = 202, body = WorkflowDeletion, description = "deleted; cancelled runs still compensate, their rows go when they end"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_workflow(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<WorkflowDeletion>), ApiError> {
+    owned(&state, &principal, &name).await?;
+    let deletion = lifecycle::delete(&state, &name, &principal.actor()).await?;
+    let status = if deletion.removed {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(deletion)))
 }

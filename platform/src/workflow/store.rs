@@ -2,6 +2,7 @@
 //! Every state change of a step is one guarded `UPDATE` (it applies only from the state it
 //! expects, and only while this sidecar holds the run's lease).
 
+use super::lifecycle::DELETED_PREFIX;
 use crate::db::{Db, now_ms};
 use crate::error::ApiError;
 use serde::{Deserialize, Serialize};
@@ -12,7 +13,7 @@ use sqlx::{Any, Row};
 use utoipa::ToSchema;
 
 /// Run states that are still being driven.
-pub const ACTIVE: [&str; 2] = ["running", "compensating"];
+pub const ACTIVE: [&str; 3] = ["running", "compensating", "cancelling"];
 
 /// One stored version of a definition.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -41,7 +42,8 @@ pub struct WorkflowRun {
     pub workflow: String,
     /// The definition version it runs (pinned at start).
     pub version: i64,
-    /// `running`, `compensating`, `succeeded`, `failed` or `cancelled`.
+    /// `running`, `compensating` (undoing completed steps after a failure), `cancelling`
+    /// (undoing them after a cancel), `succeeded`, `failed` or `cancelled`.
     pub status: String,
     /// What started it: `api`, `event` or `schedule`.
     pub trigger: String,
@@ -152,11 +154,12 @@ pub async fn versions(db: &Db, name: &str) -> Result<Vec<WorkflowVersion>, ApiEr
     .collect()
 }
 
-/// The latest version of every workflow (of `owner`, or all), by name.
+/// The latest version of every workflow (of `owner`, or all), by name; deleted workflows whose
+/// runs still compensate are not listed.
 pub async fn list_latest(db: &Db, owner: Option<&str>) -> Result<Vec<WorkflowVersion>, ApiError> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {VERSION_COLUMNS} FROM workflow_definitions d WHERE version = (SELECT MAX(version) FROM workflow_definitions m WHERE m.name = d.name) \
-         AND ($1 = '' OR owner = $1) ORDER BY name LIMIT 1000"
+         AND ($1 = '' OR owner = $1) AND name NOT LIKE '{DELETED_PREFIX}%' ORDER BY name LIMIT 1000"
     )))
     .bind(owner.unwrap_or_default())
     .fetch_all(&db.pool)
@@ -353,7 +356,7 @@ pub async fn list_runs(
 
 /// Active runs nobody holds a live lease on (oldest first), at most `limit`.
 pub async fn unclaimed(db: &Db, now: i64, limit: i64) -> Result<Vec<String>, ApiError> {
-    sqlx::query("SELECT id FROM workflow_runs WHERE status IN ('running', 'compensating') AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT $2")
+    sqlx::query("SELECT id FROM workflow_runs WHERE status IN ('running', 'compensating', 'cancelling') AND (lease_until IS NULL OR lease_until < $1) ORDER BY id LIMIT $2")
         .bind(now)
         .bind(limit)
         .fetch_all(&db.pool)
@@ -366,7 +369,7 @@ pub async fn unclaimed(db: &Db, now: i64, limit: i64) -> Result<Vec<String>, Api
 /// Takes (or renews) the lease on run `id` for `node` until `until`; whether it holds.
 pub async fn claim(db: &Db, id: &str, node: &str, until: i64) -> Result<bool, ApiError> {
     let now = now_ms();
-    Ok(sqlx::query("UPDATE workflow_runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 AND status IN ('running', 'compensating') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)")
+    Ok(sqlx::query("UPDATE workflow_runs SET lease_owner = $1, lease_until = $2 WHERE id = $3 AND status IN ('running', 'compensating', 'cancelling') AND (lease_owner IS NULL OR lease_owner = $1 OR lease_until < $4)")
         .bind(node)
         .bind(until)
         .bind(id)
@@ -484,6 +487,18 @@ pub async fn insert_compensations(
     first_seq: i64,
 ) -> Result<(), ApiError> {
     let mut tx = db.pool.begin().await?;
+    add_compensations(&mut tx, run, steps, first_seq).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// [`insert_compensations`] inside `tx`.
+pub(crate) async fn add_compensations(
+    tx: &mut sqlx::Transaction<'_, Any>,
+    run: &str,
+    steps: &[String],
+    first_seq: i64,
+) -> Result<(), ApiError> {
     for (i, step) in steps.iter().enumerate() {
         let name = format!("compensate:{step}");
         sqlx::query("INSERT INTO workflow_steps (run_id, step, status, attempts, interruptions, idempotency_key, seq) VALUES ($1, $2, 'pending', 0, 0, $3, $4) ON CONFLICT (run_id, step) DO NOTHING")
@@ -491,30 +506,32 @@ pub async fn insert_compensations(
             .bind(&name)
             .bind(format!("{run}:{name}"))
             .bind(first_seq + i as i64)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
-/// Moves run `id` from an active state to `status` (with output or error); whether it moved.
+/// Moves run `id` from state `from` (an active one) to `status` (with output or error); whether
+/// it moved. A run that ends has its unfinished steps `cancelled`.
 pub async fn set_run_status(
     db: &Db,
     id: &str,
+    from: &str,
     status: &str,
     output: Option<&Value>,
     error: Option<&str>,
 ) -> Result<bool, ApiError> {
     let now = now_ms();
     let finished = (!ACTIVE.contains(&status)).then_some(now);
-    let moved = sqlx::query("UPDATE workflow_runs SET status = $1, output = COALESCE($2, output), error = COALESCE($3, error), updated_at = $4, finished_at = $5 WHERE id = $6 AND status IN ('running', 'compensating')")
+    let moved = sqlx::query("UPDATE workflow_runs SET status = $1, output = COALESCE($2, output), error = COALESCE($3, error), updated_at = $4, finished_at = $5 WHERE id = $6 AND status = $7")
         .bind(status)
         .bind(output.map(Value::to_string))
         .bind(error)
         .bind(now)
         .bind(finished)
         .bind(id)
+        .bind(from)
         .execute(&db.pool)
         .await?
         .rows_affected()

@@ -8,7 +8,7 @@ use crate::db::now_ms;
 use crate::error::ApiError;
 use crate::state::{AppState, WeakState};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -24,19 +24,31 @@ impl Drop for Driven {
             && let Ok(mut runs) = state.workflows.runs.lock()
         {
             runs.remove(&self.id);
+            // A run whose driver was stopped (a cancel) may need driving again at once.
+            state.workflows.wake();
         }
     }
 }
+
+/// How often deleted workflows left by a restart are looked for.
+const SWEEP: Duration = Duration::from_secs(60);
 
 /// Claims unclaimed runs and drives them until the state is dropped; the drivers are owned
 /// here (aborted when this ends).
 pub(crate) async fn supervise(weak: WeakState, cancel: CancellationToken) {
     let mut drivers: JoinSet<()> = JoinSet::new();
+    let mut swept_at: Option<Instant> = None;
     loop {
         while drivers.try_join_next().is_some() {}
         let (poll, wake) = {
             let Some(state) = weak.upgrade() else { return };
             let config = &state.config.workflows;
+            if swept_at.is_none_or(|at| at.elapsed() >= SWEEP) {
+                swept_at = Some(Instant::now());
+                if let Err(e) = super::lifecycle::sweep(&state.db).await {
+                    tracing::warn!(error = %e, "removing deleted workflows failed");
+                }
+            }
             if let Err(e) = claim_runs(&state, &weak, &mut drivers).await {
                 tracing::warn!(error = %e, "claiming workflow runs failed");
             }
@@ -119,10 +131,8 @@ pub(crate) async fn start_run(
             state.config.workflows.max_output_bytes
         )));
     }
-    let def = state
-        .workflows
-        .definition(&state.db, workflow, stored.version)
-        .await?;
+    let def = super::definition::parse(&stored.definition)
+        .map_err(|e| ApiError::internal(format!("stored workflow {workflow}: {e}")))?;
     let created = store::insert_run(
         &state.db,
         store::NewRun {
