@@ -2,15 +2,19 @@
 //! room events (ringing, answered, busy, no answer, failed with the status), and seat the
 //! callee with the room's agent once answered.
 //!
-//! The agent starts while the phone rings and is handed the callee's "Hello?" at once, so its
-//! greeting is synthesized before pick-up and held in its playout queue: the first frame goes
-//! out on the first 20 ms tick after the 200 OK, not after the callee speaks, and never before
-//! pick-up.
+//! The agent starts before the INVITE is sent and is handed the callee's "Hello?" at once; the
+//! INVITE waits (at most [`GREETING_READY_LIMIT`]) until the greeting's first audio is
+//! synthesized and held in the playout queue. So even a phone that answers without ringing
+//! (auto-answer, a PBX, a machine) hears the first frame on the first 20 ms tick after the
+//! 200 OK — not after the callee speaks, and never before pick-up. The cost is post-dial delay
+//! at our end, which the callee never hears.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dartmouth_media::PhoneCodec;
+use dartmouth_voice::agent::AgentSession;
 use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::{StatusCode, Uri};
@@ -26,6 +30,10 @@ use super::{SipError, SipEvent};
 
 /// What the greeting is prompted with: what a person says on picking up.
 pub const PICK_UP_LINE: &str = "Hello?";
+/// Longest the INVITE waits for the greeting's first audio.
+pub const GREETING_READY_LIMIT: Duration = Duration::from_secs(3);
+/// How often the greeting's readiness is looked at.
+const GREETING_POLL: Duration = Duration::from_millis(20);
 
 /// An outbound call to place.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -255,6 +263,14 @@ fn progress(shared: &Shared, call_id: &str, room: &str, state: Progress) {
     });
 }
 
+/// Returns once the agent's greeting has audio queued, or after [`GREETING_READY_LIMIT`].
+async fn greeting_ready(session: &AgentSession) {
+    let deadline = tokio::time::Instant::now() + GREETING_READY_LIMIT;
+    while !session.is_speaking() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(GREETING_POLL).await;
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn place(
     shared: Arc<Shared>,
@@ -274,6 +290,7 @@ async fn place(
             match super::inbound::start_talker(&shared, &route, codecs[0], &call_id).await {
                 Ok(Talker::Agent(session)) => {
                     session.push_text(PICK_UP_LINE);
+                    greeting_ready(&session).await;
                     Talker::Agent(session)
                 }
                 Ok(other) => other,
