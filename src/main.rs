@@ -238,6 +238,10 @@ enum BenchSuite {
     Load,
     /// End of turn: false cut-offs and decision latency on a generated corpus (several voices, mid-sentence pauses), per eagerness.
     Turns,
+    /// RAG: indexing chunks/s on a generated 10 000-chunk corpus, retrieval p50/p95/p99 in the engine and through the HTTP client (what RAG adds to a voice turn), response-cache hit latency.
+    Rag,
+    /// Events: events/s and publish-to-delivery p50/p99 with 4 subscribers, in-process and on NATS JetStream (NATS_URL).
+    Events,
 }
 
 #[derive(Debug, Subcommand)]
@@ -603,6 +607,19 @@ fn bench(
         BenchSuite::Platform => runtime()?.block_on(async {
             let report = dartmouth_platform::bench::run(Default::default()).await?;
             println!("{report}");
+            anyhow::Ok(())
+        }),
+        BenchSuite::Rag => runtime()?.block_on(async {
+            let options = dartmouth_benches::rag::RagBenchOptions {
+                models_dir: Some(store.dir().to_path_buf()),
+                ..Default::default()
+            };
+            println!("{}", dartmouth_benches::rag::run(&options).await?);
+            anyhow::Ok(())
+        }),
+        BenchSuite::Events => runtime()?.block_on(async {
+            let options = dartmouth_benches::events::EventsBenchOptions::default();
+            println!("{}", dartmouth_benches::events::run(&options).await?);
             anyhow::Ok(())
         }),
     }
