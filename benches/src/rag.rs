@@ -72,7 +72,7 @@ impl Default for RagBenchOptions {
             chunk_chars: 400,
             overlap_chars: 80,
             embeddings: true,
-            seed: 0x5eed_0f_da27,
+            seed: 0x5eed_0fda_2700,
             models_dir: None,
         }
     }
