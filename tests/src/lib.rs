@@ -13,6 +13,7 @@ pub mod client;
 pub mod gateway;
 pub mod impair;
 pub mod mock_openai;
+pub mod processes;
 pub mod remote_caller;
 pub mod remote_report;
 pub mod sip;

@@ -7,115 +7,11 @@
 //! Needs the release binary ($DARTMOUTH_BIN or $CARGO_TARGET_DIR/release/dartmouth) and the
 //! models; says SKIPPED otherwise.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use dartmouth_tests::processes::{Process, api_key, binary, free_port, sidecar, wait_ok};
 use dartmouth_tests::{CallOptions, RtcClient, speak_48k};
-
-fn binary() -> Option<PathBuf> {
-    let path = match std::env::var_os("DARTMOUTH_BIN") {
-        Some(bin) => PathBuf::from(bin),
-        None => PathBuf::from(std::env::var_os("CARGO_TARGET_DIR").unwrap_or("target".into()))
-            .join("release/dartmouth"),
-    };
-    let path = if path.is_relative() {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join(path)
-    } else {
-        path
-    };
-    path.is_file().then_some(path)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The sidecar's configuration: its data under `home` (kept across restarts) and an admin.
-fn sidecar_config(home: &std::path::Path) -> PathBuf {
-    let path = home.join("platform.toml");
-    let data = home.join("platform");
-    std::fs::write(
-        &path,
-        format!(
-            "[platform]\ndata_dir = {data:?}\n[platform.bootstrap_admin]\n\
-             email = \"admin@example.com\"\npassword = \"admin-password\"\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn sidecar(bin: &PathBuf, home: &std::path::Path, port: u16) -> Process {
-    Process(
-        Command::new(bin)
-            .arg("--config")
-            .arg(sidecar_config(home))
-            .args(["platform", "--http", &format!("127.0.0.1:{port}")])
-            .env("DARTMOUTH_HOME", home)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the sidecar"),
-    )
-}
-
-async fn wait_ok(url: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(response) = reqwest::get(url).await
-            && response.status().is_success()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
-/// A developer API key of the sidecar (all scopes, events included), made by its admin.
-async fn api_key(client: &reqwest::Client, platform_url: &str) -> String {
-    let login: serde_json::Value = client
-        .post(format!("{platform_url}/v1/auth/login"))
-        .json(&serde_json::json!({"email": "admin@example.com", "password": "admin-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let access = login["access_token"]
-        .as_str()
-        .expect("admin login")
-        .to_string();
-    let key: serde_json::Value = client
-        .post(format!("{platform_url}/v1/api-keys"))
-        .bearer_auth(access)
-        .json(&serde_json::json!({"name": "gateway", "role": "developer"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    key["key"].as_str().expect("an API key").to_string()
-}
 
 /// The rooms named by the sidecar's stored events of `topic`, polled until `room` shows up or
 /// `limit` passes (publishing is asynchronous).
